@@ -1,0 +1,264 @@
+//! The operator's configuration file (`autoglm.toml`) as typed values with defaults.
+//!
+//! Everything a plugin may reach is granted here and only here; see
+//! `autoglm.example.toml` at the repository root for every key with its meaning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of plugin components (`*.wasm`).
+    pub plugins_dir: Option<PathBuf>,
+    /// Directory for compiled components, so a restart does not recompile.
+    pub cache_dir: Option<PathBuf>,
+    /// Settings of the shared wasmtime engine.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// Limits applied to every plugin unless its own section overrides them.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// Grants and limits per plugin, keyed by plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginGrants>,
+}
+
+/// Settings of the one wasmtime engine shared by all plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Pre-reserve instance slots (pooling allocator); falls back to on-demand
+    /// allocation when the address space cannot be reserved.
+    pub pooling: bool,
+    /// How many component instances may be live at once across all plugins.
+    pub pool_instances: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { pooling: true, pool_instances: 1000 }
+    }
+}
+
+/// What the operator grants one plugin. Deny by default: an empty section grants nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrants {
+    /// Directories preopened for the guest.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Hosts the plugin may send HTTP requests to (`example.com`, `127.0.0.1:8080`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Allow requests to private, loopback and link-local addresses of the allowed hosts.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// Names of host environment variables passed to the guest.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Values the plugin reads with the host `get-config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Limits overriding the defaults for this plugin.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// One granted directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The directory on the host (relative paths are relative to the config file).
+    pub host: PathBuf,
+    /// Where the guest sees it, e.g. `/notes`.
+    pub guest: String,
+    /// `ro` (read only, the default) or `rw`.
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+/// Access granted to a directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum DirMode {
+    /// Read only.
+    #[default]
+    #[serde(rename = "ro")]
+    ReadOnly,
+    /// Read and write.
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+/// Limits as written in the file: every key optional, missing keys inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Wall-clock deadline per call, in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Fuel (roughly, wasm instructions) per call.
+    pub fuel: Option<u64>,
+    /// Linear memory cap per call, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Largest accepted result, in bytes.
+    pub result_bytes: Option<usize>,
+    /// Captured stdout and stderr kept per call (each), in bytes.
+    pub log_bytes: Option<usize>,
+    /// Calls of this plugin running at once.
+    pub concurrency: Option<usize>,
+    /// Calls waiting for a slot before new ones are refused as `overloaded`.
+    pub queue: Option<usize>,
+    /// Treat the plugin as an interpreted guest (larger default memory).
+    pub interpreted: Option<bool>,
+}
+
+/// Resolved limits of one plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline per call.
+    pub deadline: Duration,
+    /// Fuel per call.
+    pub fuel: u64,
+    /// Linear memory cap per call, in bytes.
+    pub memory_bytes: usize,
+    /// Largest accepted result, in bytes.
+    pub result_bytes: usize,
+    /// Captured stdout/stderr per call, in bytes each.
+    pub log_bytes: usize,
+    /// Calls running at once.
+    pub concurrency: usize,
+    /// Calls allowed to wait.
+    pub queue: usize,
+}
+
+/// Components larger than this are taken to embed an interpreter (Python, JS).
+pub const INTERPRETED_SIZE_THRESHOLD: usize = 4 << 20;
+
+const MIB: u64 = 1 << 20;
+
+impl LimitOverrides {
+    /// Resolve against `defaults` (the file's `[limits]`) and the built-in defaults.
+    pub fn resolve(&self, defaults: &LimitOverrides, component_size: usize) -> Limits {
+        let pick =
+            |own: Option<u64>, common: Option<u64>, builtin: u64| own.or(common).unwrap_or(builtin);
+        let interpreted = self
+            .interpreted
+            .or(defaults.interpreted)
+            .unwrap_or(component_size > INTERPRETED_SIZE_THRESHOLD);
+        // Interpreters (CPython, SpiderMonkey) keep tens of MB of heap before the
+        // first line of user code runs; compiled guests rarely need more than a few.
+        let memory_mib = if interpreted { 256 } else { 64 };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Limits {
+            // A tool that a model waits on should answer within seconds.
+            deadline: Duration::from_millis(pick(self.deadline_ms, defaults.deadline_ms, 5_000)),
+            // About one second of guest work on a current core.
+            fuel: pick(self.fuel, defaults.fuel, 1_000_000_000),
+            memory_bytes: (pick(self.memory_mib, defaults.memory_mib, memory_mib) * MIB) as usize,
+            // A result goes into a model's context: 1 MiB is already far more than it can use.
+            result_bytes: self.result_bytes.or(defaults.result_bytes).unwrap_or(1 << 20),
+            // Enough for diagnostics, small enough that a chatty guest cannot flood the log.
+            log_bytes: self.log_bytes.or(defaults.log_bytes).unwrap_or(64 << 10),
+            // Wasm calls are CPU-bound: more than two per core only adds latency.
+            concurrency: self.concurrency.or(defaults.concurrency).unwrap_or(2 * cores).max(1),
+            queue: self.queue.or(defaults.queue).unwrap_or(256),
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate `path`; relative directories become relative to the file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.rebase(base);
+        config.validate().with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// `./autoglm.toml` when it exists, else the built-in defaults.
+    pub fn load_default_or(path: Option<&Path>) -> anyhow::Result<Config> {
+        match path {
+            Some(path) => Config::load(path),
+            None if Path::new("autoglm.toml").exists() => Config::load(Path::new("autoglm.toml")),
+            None => Ok(Config::default()),
+        }
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.plugins_dir.as_mut().map(rebase);
+        self.cache_dir.as_mut().map(rebase);
+        for grants in self.plugins.values_mut() {
+            for dir in &mut grants.dirs {
+                rebase(&mut dir.host);
+            }
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (plugin, grants) in &self.plugins {
+            for dir in &grants.dirs {
+                anyhow::ensure!(
+                    dir.guest.starts_with('/') && !dir.guest.split('/').any(|c| c == ".."),
+                    "[plugins.{plugin}] dirs: guest path `{}` must be absolute without `..`",
+                    dir.guest
+                );
+            }
+            for host in &grants.allow_hosts {
+                anyhow::ensure!(
+                    !host.is_empty() && !host.contains(['/', '@', ' ']),
+                    "[plugins.{plugin}] allow_hosts: `{host}` must be a host or host:port, \
+                     without scheme or path"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The grants of `plugin` (empty, deny-all, when it has no section).
+    pub fn grants(&self, plugin: &str) -> PluginGrants {
+        self.plugins.get(plugin).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_limits_override_file_defaults_which_override_builtins() {
+        let config: Config =
+            toml::from_str("[limits]\ndeadline_ms = 100\nfuel = 7\n[plugins.a.limits]\nfuel = 9\n")
+                .unwrap();
+        let a = config.grants("a").limits.resolve(&config.limits, 1000);
+        assert_eq!(a.deadline, Duration::from_millis(100));
+        assert_eq!(a.fuel, 9);
+        assert_eq!(a.memory_bytes, 64 << 20);
+        let big = config.grants("b").limits.resolve(&config.limits, 18 << 20);
+        assert_eq!(big.fuel, 7);
+        assert_eq!(big.memory_bytes, 256 << 20, "an 18 MB component is an interpreter");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_grants_are_rejected_with_their_place() {
+        let err = toml::from_str::<Config>("[plugins.a]\nallow_host = []\n").unwrap_err();
+        assert!(err.to_string().contains("allow_host"), "{err}");
+        let config: Config =
+            toml::from_str("[[plugins.a.dirs]]\nhost = \"x\"\nguest = \"../etc\"\n").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("[plugins.a]"), "{err}");
+    }
+}

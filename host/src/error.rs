@@ -1,0 +1,107 @@
+//! The stable error taxonomy shared by the CLI, HTTP and MCP surfaces.
+//!
+//! Every failed tool call is a [`CallError`]: a machine-readable [`ErrorKind`] (whose
+//! string form never changes once released) and a message written for the person
+//! who has to act on it — which plugin, which tool, which limit, which setting.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What went wrong with a tool call, as a stable machine-readable kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No loaded plugin offers a tool by that name.
+    UnknownTool,
+    /// A bare tool name matches tools of several plugins.
+    AmbiguousTool,
+    /// The arguments do not match the tool's schema or the tool refused them.
+    InvalidArguments,
+    /// The tool ran and reported that it could not do its work.
+    ToolError,
+    /// The guest used up its fuel (CPU budget).
+    OutOfFuel,
+    /// The call ran past its wall-clock deadline.
+    Timeout,
+    /// The guest tried to grow its memory past the cap.
+    MemoryLimit,
+    /// The result was larger than the output cap.
+    OutputTooLarge,
+    /// The guest trapped (panic, unreachable, stack overflow, ...).
+    Trap,
+    /// The tool needs, or tried to use, something the operator did not grant.
+    PermissionDenied,
+    /// The plugin's concurrency limit and queue are full.
+    Overloaded,
+    /// The component does not implement a compatible `autoglm:plugin` version.
+    IncompatiblePlugin,
+    /// The plugin is still being compiled.
+    Loading,
+}
+
+impl ErrorKind {
+    /// The stable string form (`unknown_tool`, `out_of_fuel`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownTool => "unknown_tool",
+            Self::AmbiguousTool => "ambiguous_tool",
+            Self::InvalidArguments => "invalid_arguments",
+            Self::ToolError => "tool_error",
+            Self::OutOfFuel => "out_of_fuel",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory_limit",
+            Self::OutputTooLarge => "output_too_large",
+            Self::Trap => "trap",
+            Self::PermissionDenied => "permission_denied",
+            Self::Overloaded => "overloaded",
+            Self::IncompatiblePlugin => "incompatible_plugin",
+            Self::Loading => "loading",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed tool call: its kind, a message saying what to change, and where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallError {
+    /// The stable kind.
+    pub kind: ErrorKind,
+    /// What happened and what to change.
+    pub message: String,
+    /// The plugin involved, when known.
+    pub plugin: Option<String>,
+    /// The tool involved, when known.
+    pub tool: Option<String>,
+}
+
+impl CallError {
+    /// An error of `kind` with `message`, not yet tied to a plugin or tool.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), plugin: None, tool: None }
+    }
+
+    /// Tie the error to `plugin` and `tool`.
+    pub fn at(mut self, plugin: &str, tool: &str) -> Self {
+        self.plugin = Some(plugin.to_string());
+        self.tool = Some(tool.to_string());
+        self
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.plugin, &self.tool) {
+            (Some(p), Some(t)) => write!(f, "{} ({p}.{t}): {}", self.kind, self.message),
+            (Some(p), None) => write!(f, "{} ({p}): {}", self.kind, self.message),
+            _ => write!(f, "{}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}

@@ -1,0 +1,43 @@
+//! Open-AutoGLM host: loads agent tools compiled to WebAssembly components and runs
+//! every call in a fresh, limited sandbox under the operator's policy.
+//!
+//! Requests flow one way, from the edge inward: CLI / HTTP -> [`router`] ->
+//! [`runtime`] (sandbox per call) under [`policy`].
+
+pub mod config;
+pub mod error;
+pub mod policy;
+pub mod registry;
+pub mod router;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+
+use config::Config;
+use registry::{LoadError, Registry};
+use router::Router;
+use runtime::Runtime;
+
+/// The plugins directory used when neither the command line nor the config names one.
+pub const DEFAULT_PLUGINS_DIR: &str = "target/plugins";
+
+/// Where compiled components are cached unless the config says otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("autoglm")
+        .join("components")
+}
+
+/// Start the runtime and load every plugin in `plugins_dir` under `config`.
+pub async fn open(
+    config: &Config,
+    plugins_dir: &Path,
+) -> anyhow::Result<(Runtime, Router, Vec<LoadError>)> {
+    let cache = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let runtime = Runtime::new(&config.engine, Some(cache))?;
+    let (registry, errors) = Registry::load_dir(&runtime, config, plugins_dir).await?;
+    Ok((runtime, Router::new(registry), errors))
+}

@@ -1,0 +1,285 @@
+//! Loaded plugins and their tools: a plugins directory becomes a set of
+//! [`Plugin`]s, each a compiled component in its [`Sandbox`] with validated tool specs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use wasmtime::component::Component;
+
+use crate::config::Config;
+use crate::error::ErrorKind;
+use crate::policy::Policy;
+use crate::runtime::Runtime;
+use crate::runtime::bindings::{self, ToolSpec};
+use crate::runtime::sandbox::Sandbox;
+
+/// A loaded plugin: one component offering one or more tools.
+pub struct Plugin {
+    /// The plugin's name (its file stem), the `plugin` in `plugin.tool`.
+    pub name: String,
+    /// Where the component was loaded from.
+    pub path: PathBuf,
+    /// Size of the component file in bytes.
+    pub size: usize,
+    /// The contract interface it exports, e.g. `autoglm:plugin/tools@0.1.0`.
+    pub contract: String,
+    /// The interfaces it imports (WASI and the host interface).
+    pub imports: Vec<String>,
+    /// The tools it offers, in the order it lists them.
+    pub tools: Vec<Tool>,
+    /// The prepared sandbox every call runs in.
+    pub sandbox: Sandbox,
+}
+
+/// One tool of a plugin, with its compiled argument validator.
+pub struct Tool {
+    /// The spec the plugin published.
+    pub spec: ToolSpec,
+    /// The input schema, parsed.
+    pub input_schema: Value,
+    /// The output schema, parsed, when the plugin promises one.
+    pub output_schema: Option<Value>,
+    validator: jsonschema::Validator,
+}
+
+/// The loaded plugins, by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+}
+
+/// Why a component file could not become a plugin.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load plugin `{plugin}` from {}: {reason}", path.display())]
+pub struct LoadError {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The file.
+    pub path: PathBuf,
+    /// The taxonomy kind (`incompatible_plugin` for a bad component).
+    pub kind: ErrorKind,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl Registry {
+    /// Load every `*.wasm` in `dir`. Plugins that fail to load are returned beside the
+    /// registry so the caller can report them; the others still serve.
+    pub async fn load_dir(
+        runtime: &Runtime,
+        config: &Config,
+        dir: &Path,
+    ) -> anyhow::Result<(Registry, Vec<LoadError>)> {
+        let mut registry = Registry::default();
+        let mut errors = Vec::new();
+        for path in component_files(dir)? {
+            match load_plugin(runtime, config, &path).await {
+                Ok(plugin) => {
+                    registry.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        Ok((registry, errors))
+    }
+
+    /// Add or replace one plugin.
+    pub fn insert(&mut self, plugin: Plugin) {
+        self.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+    }
+
+    /// The plugin named `name`.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
+    }
+
+    /// All plugins, by name.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+}
+
+impl Tool {
+    /// Check `args` against the tool's input schema; the message names the field.
+    pub fn validate(&self, args: &Value) -> Result<(), String> {
+        let problems: Vec<String> = (self.validator.iter_errors(args))
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                match at.is_empty() {
+                    true => e.to_string(),
+                    false => format!("{at}: {e}"),
+                }
+            })
+            .collect();
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(problems.join("; ")),
+        }
+    }
+}
+
+/// The `*.wasm` files of `dir`, sorted by name.
+pub fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read plugins directory {}: {e} (build the samples with `just plugins`)",
+            dir.display()
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Load one component file as a plugin named after the file.
+pub async fn load_plugin(
+    runtime: &Runtime,
+    config: &Config,
+    path: &Path,
+) -> Result<Plugin, LoadError> {
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let fail = |kind, reason: String| LoadError {
+        plugin: name.clone(),
+        path: path.to_path_buf(),
+        kind,
+        reason,
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(fail(
+            ErrorKind::IncompatiblePlugin,
+            "plugin file names must be lower-case letters, digits, '_' or '-' (the name becomes \
+             the `plugin` in `plugin.tool`); rename the file"
+                .into(),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("cannot read: {e}")))?;
+    let component = runtime.compile(&bytes).map_err(|e| {
+        fail(ErrorKind::IncompatiblePlugin, format!("not a valid WebAssembly component: {e:#}"))
+    })?;
+    let contract = check_contract(runtime, &component)
+        .map_err(|reason| fail(ErrorKind::IncompatiblePlugin, reason))?;
+    let imports = (component.component_type().imports(runtime.engine()))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let pre = runtime.prepare(&component).map_err(|e| {
+        fail(
+            ErrorKind::IncompatiblePlugin,
+            format!("it imports something this host does not provide: {e:#}"),
+        )
+    })?;
+    let grants = config.grants(&name);
+    let limits = grants.limits.resolve(&config.limits, bytes.len());
+    let sandbox = Sandbox::new(pre, Policy::new(&name, &grants), limits)
+        .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("{e:#}")))?;
+    let specs = sandbox
+        .list_tools()
+        .await
+        .map_err(|e| fail(e.kind, format!("list-tools failed: {}", e.message)))?;
+    let tools = specs
+        .into_iter()
+        .map(Tool::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|r| fail(ErrorKind::IncompatiblePlugin, r))?;
+    if let Some(dup) = tools.iter().enumerate().find_map(|(i, t)| {
+        tools[..i].iter().any(|u| u.spec.name == t.spec.name).then_some(&t.spec.name)
+    }) {
+        return Err(fail(ErrorKind::IncompatiblePlugin, format!("it lists tool `{dup}` twice")));
+    }
+    Ok(Plugin {
+        name,
+        path: path.to_path_buf(),
+        size: bytes.len(),
+        contract,
+        imports,
+        tools,
+        sandbox,
+    })
+}
+
+impl Tool {
+    fn new(spec: ToolSpec) -> Result<Tool, String> {
+        let name = &spec.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(format!("tool name `{name}` must be 1-64 characters of [a-z0-9_-]"));
+        }
+        let parse = |what: &str, text: &str| {
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| format!("tool `{name}` has an {what} schema that is not JSON: {e}"))
+        };
+        let input_schema = parse("input", &spec.input_schema)?;
+        let output_schema =
+            spec.output_schema.as_deref().map(|s| parse("output", s)).transpose()?;
+        let validator = jsonschema::validator_for(&input_schema)
+            .map_err(|e| format!("tool `{name}` has an invalid input schema: {e}"))?;
+        Ok(Tool { spec, input_schema, output_schema, validator })
+    }
+}
+
+/// Refuse components that do not export a compatible `autoglm:plugin/tools`.
+fn check_contract(runtime: &Runtime, component: &Component) -> Result<String, String> {
+    let ty = component.component_type();
+    let prefix = format!("{}/tools", bindings::PACKAGE);
+    let exported: Vec<String> =
+        (ty.exports(runtime.engine())).map(|(name, _)| name.to_string()).collect();
+    let Some(found) = exported.iter().find(|n| n.starts_with(&prefix)) else {
+        return Err(format!(
+            "it does not export {prefix}@{} (it exports: {}); build it against this host's wit/ \
+             files, e.g. with the autoglm SDK",
+            bindings::VERSION,
+            if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") }
+        ));
+    };
+    let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
+    if !semver_compatible(version, bindings::VERSION) {
+        return Err(format!(
+            "it was built for {found}, but this host implements {}@{}; rebuild the plugin \
+             against this host's wit/ files or run a host that supports it",
+            bindings::PACKAGE,
+            bindings::VERSION
+        ));
+    }
+    Ok(found.clone())
+}
+
+/// Whether `theirs` can be served by `ours` under semver (0.x: same minor).
+fn semver_compatible(theirs: &str, ours: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split(['.', '-', '+']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    match (parse(theirs), parse(ours)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::semver_compatible;
+
+    #[test]
+    fn zero_major_versions_are_compatible_only_within_a_minor() {
+        assert!(semver_compatible("0.1.0", "0.1.0"));
+        assert!(semver_compatible("0.1.3", "0.1.0"));
+        assert!(!semver_compatible("0.2.0", "0.1.0"));
+        assert!(!semver_compatible("1.0.0", "0.1.0"));
+        assert!(!semver_compatible("", "0.1.0"));
+    }
+}

@@ -1,0 +1,497 @@
+//! One tool call in a fresh sandbox: a new Store with fuel, an epoch deadline and a
+//! tokio timeout, a memory cap, an output cap, captured stdio, and only the WASI
+//! capabilities the plugin's [`Policy`] grants.
+
+use std::future::Future;
+use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::bindings::{self, LogLevel, ToolSpec};
+use super::capture::Capture;
+use crate::config::{DirMode, Limits};
+use crate::error::{CallError, ErrorKind};
+use crate::policy::{HostAllowlist, Policy};
+
+/// A plugin ready to be called: its linked component, grants and limits.
+pub struct Sandbox {
+    pre: bindings::PluginPre<CallState>,
+    policy: Arc<Policy>,
+    limits: Limits,
+    gate: Gate,
+}
+
+/// What a sandboxed run does once the component is instantiated.
+enum Invocation<'a> {
+    ListTools,
+    Call { tool: &'a str, args: &'a str },
+}
+
+/// What the guest answered.
+enum Outcome {
+    Tools(Vec<ToolSpec>),
+    Called(Result<String, bindings::CallError>),
+}
+
+/// The per-call data of a Store: WASI state, HTTP hooks, the memory limiter and the
+/// plugin's identity for the `host` import.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+    memory: MemoryCap,
+    policy: Arc<Policy>,
+    tool: String,
+}
+
+impl Sandbox {
+    /// A sandbox for the component behind `pre`, under `policy` and `limits`.
+    pub fn new(
+        pre: InstancePre<CallState>,
+        policy: Policy,
+        limits: Limits,
+    ) -> wasmtime::Result<Self> {
+        let gate = Gate::new(limits.concurrency, limits.queue);
+        let pre = bindings::PluginPre::new(pre)?;
+        Ok(Self { pre, policy: Arc::new(policy), limits, gate })
+    }
+
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        &self.policy.plugin
+    }
+
+    /// The plugin's grants.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Ask the component for its tools, under the same limits as a call.
+    pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
+        match self.run("list-tools", Invocation::ListTools).await? {
+            Outcome::Tools(tools) => Ok(tools),
+            Outcome::Called(_) => unreachable!("list-tools answers with tools"),
+        }
+    }
+
+    /// Run `tool` with `args` (JSON text) and return its result (JSON text).
+    pub async fn call(&self, tool: &str, args: &str) -> Result<String, CallError> {
+        let outcome = match self.run(tool, Invocation::Call { tool, args }).await? {
+            Outcome::Called(outcome) => outcome,
+            Outcome::Tools(_) => unreachable!("call answers with a result"),
+        };
+        match outcome {
+            Ok(json) if json.len() > self.limits.result_bytes => Err(self.error(
+                tool,
+                ErrorKind::OutputTooLarge,
+                format!(
+                    "the result is {} bytes, over the {}-byte cap; raise \
+                     plugins.{}.limits.result_bytes if larger results are expected",
+                    json.len(),
+                    self.limits.result_bytes,
+                    self.plugin()
+                ),
+            )),
+            Ok(json) => Ok(json),
+            Err(bindings::CallError::InvalidArguments(m)) => {
+                Err(self.error(tool, ErrorKind::InvalidArguments, m))
+            }
+            Err(bindings::CallError::Failed(m)) => Err(self.error(tool, ErrorKind::ToolError, m)),
+        }
+    }
+
+    /// Instantiate a fresh Store and run `body` in it under every limit.
+    async fn run(&self, what: &str, invocation: Invocation<'_>) -> Result<Outcome, CallError> {
+        let admission = self.gate.enter().ok_or_else(|| {
+            self.error(
+                what,
+                ErrorKind::Overloaded,
+                format!(
+                    "{} calls are running and {} are queued; retry later or raise \
+                     plugins.{}.limits.concurrency / queue",
+                    self.limits.concurrency,
+                    self.limits.queue,
+                    self.plugin()
+                ),
+            )
+        })?;
+        let _slot = admission.acquire().await;
+        let stdout = Capture::new(self.limits.log_bytes);
+        let stderr = Capture::new(self.limits.log_bytes);
+        let state = self.state(what, &stdout, &stderr)?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.memory);
+        store.set_fuel(self.limits.fuel).map_err(|e| self.trap(what, e))?;
+        let deadline = Instant::now() + self.limits.deadline;
+        // Wake at every epoch tick: yield so the executor can run other tasks and
+        // cancel this one, and stop the guest once its deadline has passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let work = async {
+            let plugin = self.pre.instantiate_async(&mut store).await?;
+            let tools = plugin.autoglm_plugin_tools();
+            match invocation {
+                Invocation::ListTools => {
+                    tools.call_list_tools(&mut store).await.map(Outcome::Tools)
+                }
+                Invocation::Call { tool, args } => {
+                    tools.call_call(&mut store, tool, args).await.map(Outcome::Called)
+                }
+            }
+        };
+        // The epoch deadline only fires while wasm runs; a guest blocked in a host
+        // call (a slow HTTP request, a sleep) is stopped by this timeout instead.
+        let outcome = tokio::time::timeout(self.limits.deadline, work).await;
+        self.drain_output(what, &stdout, "stdout");
+        self.drain_output(what, &stderr, "stderr");
+        match outcome {
+            Err(_elapsed) => Err(self.timeout(what)),
+            Ok(Ok(value)) => {
+                let denied = store.data().outbound.take_denials();
+                match denied.is_empty() {
+                    true => Ok(value),
+                    false => Err(self.error(what, ErrorKind::PermissionDenied, denied.join("; "))),
+                }
+            }
+            Ok(Err(error)) => Err(self.classify(what, error, store.data())),
+        }
+    }
+
+    fn state(
+        &self,
+        tool: &str,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> Result<CallState, CallError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone()).envs(&self.policy.env);
+        for dir in &self.policy.dirs {
+            let perms = match dir.mode {
+                DirMode::ReadOnly => FsPerms::ReadOnly,
+                DirMode::ReadWrite => FsPerms::ReadWrite,
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+                self.error(
+                    tool,
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "the directory granted at {} ({}) cannot be opened: {e}; fix \
+                         plugins.{}.dirs in the config",
+                        dir.guest,
+                        dir.host.display(),
+                        self.plugin()
+                    ),
+                )
+            })?;
+        }
+        Ok(CallState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: Outbound { allow: self.policy.hosts.clone(), denied: Arc::default() },
+            memory: MemoryCap { max: self.limits.memory_bytes, hit: None },
+            policy: self.policy.clone(),
+            tool: tool.to_string(),
+        })
+    }
+
+    fn drain_output(&self, tool: &str, capture: &Capture, stream: &'static str) {
+        let (kept, dropped) = capture.take();
+        let plugin = self.plugin();
+        for line in String::from_utf8_lossy(&kept).lines().filter(|l| !l.is_empty()) {
+            tracing::info!(target: "autoglm::guest", plugin, tool, stream, "{line}");
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                target: "autoglm::guest",
+                plugin,
+                tool,
+                stream,
+                dropped,
+                "guest output over plugins.{plugin}.limits.log_bytes was dropped"
+            );
+        }
+    }
+
+    fn classify(&self, tool: &str, error: wasmtime::Error, state: &CallState) -> CallError {
+        let plugin = self.plugin();
+        if let Some((current, desired)) = state.memory.hit {
+            return self.error(
+                tool,
+                ErrorKind::MemoryLimit,
+                format!(
+                    "the guest tried to grow its memory from {} to {} MiB, over the {} MiB cap; \
+                     raise plugins.{plugin}.limits.memory_mib if it needs more",
+                    current >> 20,
+                    desired.div_ceil(1 << 20),
+                    self.limits.memory_bytes >> 20
+                ),
+            );
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => self.error(
+                tool,
+                ErrorKind::OutOfFuel,
+                format!(
+                    "the guest used all {} units of fuel; raise plugins.{plugin}.limits.fuel \
+                     if the work is legitimate",
+                    self.limits.fuel
+                ),
+            ),
+            Some(Trap::Interrupt) => self.timeout(tool),
+            _ => self.trap(tool, error),
+        }
+    }
+
+    fn trap(&self, tool: &str, error: wasmtime::Error) -> CallError {
+        let mut message = format!("the guest stopped abnormally: {error}");
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            message = format!("the guest trapped: {trap}");
+        }
+        if let Some(trace) = error.downcast_ref::<WasmBacktrace>() {
+            let frames: Vec<String> = (trace.frames().iter().take(8))
+                .map(|f| {
+                    f.func_name()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("func[{}]", f.func_index()))
+                })
+                .collect();
+            if !frames.is_empty() {
+                message.push_str(&format!(" (backtrace: {})", frames.join(" <- ")));
+            }
+        }
+        self.error(tool, ErrorKind::Trap, message)
+    }
+
+    fn timeout(&self, tool: &str) -> CallError {
+        self.error(
+            tool,
+            ErrorKind::Timeout,
+            format!(
+                "the call ran past its {} ms deadline; raise plugins.{}.limits.deadline_ms \
+                 if it needs longer",
+                self.limits.deadline.as_millis(),
+                self.plugin()
+            ),
+        )
+    }
+
+    fn error(&self, tool: &str, kind: ErrorKind, message: impl Into<String>) -> CallError {
+        CallError::new(kind, message).at(self.plugin(), tool)
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+impl bindings::autoglm::plugin::host::Host for CallState {
+    async fn log(
+        &mut self,
+        level: LogLevel,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let plugin = self.policy.plugin.as_str();
+        let tool = self.tool.as_str();
+        let fields = (!fields.is_empty()).then(|| format!("{fields:?}")).unwrap_or_default();
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "autoglm::guest", plugin, tool, fields, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "autoglm::guest", plugin, tool, fields, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "autoglm::guest", plugin, tool, fields, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "autoglm::guest", plugin, tool, fields, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "autoglm::guest", plugin, tool, fields, "{message}")
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.policy.config.get(&key).cloned())
+    }
+}
+
+/// Caps linear memory growth and remembers the attempt that hit the cap, so the
+/// resulting trap is reported as `memory_limit` rather than a bare trap.
+struct MemoryCap {
+    max: usize,
+    hit: Option<(usize, usize)>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = Some((current, desired));
+            wasmtime::bail!("memory limit of {} bytes reached", self.max);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _: usize,
+        desired: usize,
+        _: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far past any real guest.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The wasi:http send hook: only allowlisted hosts, only public addresses unless
+/// private ones are granted. Denials are recorded so the call reports
+/// `permission_denied` even when the guest turns them into its own error.
+struct Outbound {
+    allow: HostAllowlist,
+    denied: Arc<Mutex<Vec<String>>>,
+}
+
+impl Outbound {
+    fn take_denials(&self) -> Vec<String> {
+        std::mem::take(&mut *self.denied.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let allow = self.allow.clone();
+        let denied = self.denied.clone();
+        Box::new(async move {
+            let deny = |reason: String| {
+                denied.lock().unwrap_or_else(|e| e.into_inner()).push(reason);
+                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+            };
+            let authority =
+                request.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+            if !allow.allows_authority(&authority) {
+                return deny(format!(
+                    "HTTP request to `{authority}` refused: it is not in this plugin's allow_hosts"
+                ));
+            }
+            let port = request.uri().port_u16().unwrap_or(
+                if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 },
+            );
+            let host =
+                request.uri().host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+            let addresses = tokio::task::spawn_blocking(move || {
+                (host.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>())
+            })
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::DnsTimeout)?
+            .map_err(|_| wasmtime_wasi_http::Error::DestinationNotFound)?;
+            if let Some(blocked) = addresses.iter().find(|a| !allow.allows_address(a.ip())) {
+                return deny(format!(
+                    "HTTP request to `{authority}` refused: it resolves to the non-public address \
+                     {}; set allow_private_addresses = true for this plugin to permit it",
+                    blocked.ip()
+                ));
+            }
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// A per-plugin concurrency limit with a bounded queue.
+struct Gate {
+    slots: Arc<tokio::sync::Semaphore>,
+    admitted: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// A place in a plugin's gate; holds a queue position until it acquires a slot.
+struct Admission {
+    slots: Arc<tokio::sync::Semaphore>,
+    admitted: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    fn new(concurrency: usize, queue: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+            admitted: Arc::default(),
+            capacity: concurrency + queue,
+        }
+    }
+
+    /// A place among running and queued calls, or `None` when both are full.
+    fn enter(&self) -> Option<Admission> {
+        let capacity = self.capacity;
+        (self.admitted.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < capacity).then_some(n + 1)
+        }))
+        .ok()?;
+        Some(Admission { slots: self.slots.clone(), admitted: self.admitted.clone() })
+    }
+}
+
+impl Admission {
+    async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.ok()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared test setup: the sample plugins built by `just plugins`, a host over them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use autoglm_host::config::Config;
+use autoglm_host::router::Router;
+use autoglm_host::runtime::Runtime;
+
+/// The workspace's `target/` directory.
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// `target/plugins/<name>.wasm`, which `just plugins` builds from source.
+pub fn sample(name: &str) -> PathBuf {
+    let path = target_dir().join("plugins").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `just plugins` (or `just test`) first", path.display());
+    path
+}
+
+/// A directory holding only the named sample plugins.
+pub fn plugins_dir(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        std::fs::copy(sample(name), dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}
+
+/// `config_toml` parsed, with the compile cache shared by all tests.
+pub fn config(config_toml: &str) -> Config {
+    let mut config: Config = toml::from_str(config_toml).expect("test config parses");
+    config.cache_dir = Some(target_dir().join("test-component-cache"));
+    config
+}
+
+/// A host over `dir` under `config`; fails the test if any plugin fails to load.
+pub async fn host(config: &Config, dir: &Path) -> (Runtime, Router) {
+    let (runtime, router, errors) = autoglm_host::open(config, dir).await.unwrap();
+    assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
+    (runtime, router)
+}
