@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let router = host.open().await?;
             match router.call(&tool, &args).await {
                 Ok(result) => {
-                    println!("{}", serde_json::to_string_pretty(&result)?);
+                    print_out(&serde_json::to_string_pretty(&result)?)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {
@@ -163,13 +163,14 @@ fn list_tools(router: &Router, as_json: bool) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&tools)?);
+        print_out(&serde_json::to_string_pretty(&tools)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let width = targets.iter().map(|t| t.id().len()).max().unwrap_or(0);
-    for target in &targets {
-        println!("{:width$}  {}", target.id(), target.tool().spec.description);
-    }
+    let table: Vec<String> = (targets.iter())
+        .map(|t| format!("{:width$}  {}", t.id(), t.tool().spec.description))
+        .collect();
+    print_out(&table.join("\n"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -202,6 +203,16 @@ async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
         "imports": plugin.imports,
         "tools": tools,
     });
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    print_out(&serde_json::to_string_pretty(&summary)?)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print `text` and a newline; a closed pipe (`autoglm tools | head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

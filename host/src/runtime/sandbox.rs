@@ -321,7 +321,7 @@ impl bindings::autoglm::plugin::host::Host for CallState {
     ) -> wasmtime::Result<()> {
         let plugin = self.policy.plugin.as_str();
         let tool = self.tool.as_str();
-        let fields = (!fields.is_empty()).then(|| format!("{fields:?}")).unwrap_or_default();
+        let fields = if fields.is_empty() { String::new() } else { format!("{fields:?}") };
         match level {
             LogLevel::Trace => {
                 tracing::trace!(target: "autoglm::guest", plugin, tool, fields, "{message}")

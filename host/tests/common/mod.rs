@@ -15,7 +15,11 @@ pub fn target_dir() -> PathBuf {
 /// `target/plugins/<name>.wasm`, which `just plugins` builds from source.
 pub fn sample(name: &str) -> PathBuf {
     let path = target_dir().join("plugins").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `just plugins` (or `just test`) first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `just plugins` (or `just test`) first",
+        path.display()
+    );
     path
 }
 
