@@ -20,12 +20,18 @@ plugins:
     for p in {{ samples }}; do cp target/wasm32-wasip2/plugin/$p.wasm target/plugins/$p.wasm; done
     @ls -l target/plugins
 
+# Plugins that misbehave on purpose, for the sandbox tests (target/test-plugins/).
+test-plugins:
+    plugins-sdk/cargo-wasm build --profile plugin -p hostile -p incompatible
+    mkdir -p target/test-plugins
+    for p in hostile incompatible; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
+
 # Serve the tools over HTTP with the sample plugins.
 serve *ARGS: plugins
     cargo run --release -p autoglm-host -- serve {{ ARGS }}
 
 # Run every test: unit tests, plugin tests and the host's integration tests.
-test: plugins
+test: plugins test-plugins
     cargo test --workspace --no-fail-fast
 
 # Run the benchmarks.

@@ -45,3 +45,23 @@ pub async fn host(config: &Config, dir: &Path) -> (Runtime, Router) {
     assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
     (runtime, router)
 }
+
+/// `target/test-plugins/<name>.wasm`, which `just test-plugins` builds from `tests/plugins/`.
+pub fn test_plugin(name: &str) -> PathBuf {
+    let path = target_dir().join("test-plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `just test-plugins` (or `just test`) first",
+        path.display()
+    );
+    path
+}
+
+/// A directory holding only the named test plugins.
+pub fn test_plugins_dir(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        std::fs::copy(test_plugin(name), dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}

@@ -1,0 +1,211 @@
+//! A plugin that misbehaves on purpose (tests/plugins/hostile): every misbehaviour
+//! gets its own error kind, within its limit, and the host keeps serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use autoglm_host::error::{CallError, ErrorKind};
+use autoglm_host::router::Router;
+use serde_json::{Value, json};
+
+/// Small limits keep the suite fast; each test states the ones it relies on.
+const LIMITS: &str =
+    "[plugins.hostile.limits]\ndeadline_ms = 2000\nfuel = 50000000\nmemory_mib = 32\n";
+
+async fn hostile(extra_toml: &str) -> (tempfile::TempDir, autoglm_host::runtime::Runtime, Router) {
+    let dir = common::test_plugins_dir(&["hostile"]);
+    let (runtime, router) = common::host(&common::config(extra_toml), dir.path()).await;
+    (dir, runtime, router)
+}
+
+async fn fails(router: &Router, tool: &str, args: Value) -> CallError {
+    let error = router.call(tool, &args).await.expect_err("the call must fail");
+    assert_eq!(error.plugin.as_deref(), Some("hostile"));
+    assert_eq!(error.tool.as_deref(), Some(tool.trim_start_matches("hostile.")));
+    error
+}
+
+async fn still_serves(router: &Router) {
+    let echoed = router.call("hostile.echo", &json!({"text": "still here"})).await.unwrap();
+    assert_eq!(echoed, "still here");
+}
+
+#[tokio::test]
+async fn cpu_hogs_run_out_of_fuel() {
+    let (_dir, _rt, router) = hostile(LIMITS).await;
+    for tool in ["hostile.spin", "hostile.chatty"] {
+        let error = fails(&router, tool, json!({})).await;
+        assert_eq!(error.kind, ErrorKind::OutOfFuel, "{tool}: {error}");
+        assert!(
+            error.message.contains("plugins.hostile.limits.fuel"),
+            "names the setting: {error}"
+        );
+    }
+    still_serves(&router).await;
+}
+
+#[tokio::test]
+async fn a_loop_with_fuel_to_spare_meets_its_deadline() {
+    let limits = "[plugins.hostile.limits]\ndeadline_ms = 300\nfuel = 1000000000000\n";
+    let (_dir, _rt, router) = hostile(limits).await;
+    let started = Instant::now();
+    let error = fails(&router, "hostile.spin", json!({})).await;
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(error.message.contains("300 ms") && error.message.contains("deadline_ms"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped near its deadline: {:?}",
+        started.elapsed()
+    );
+    still_serves(&router).await;
+}
+
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_call_times_out() {
+    let limits = "[plugins.hostile.limits]\ndeadline_ms = 300\n";
+    let (_dir, _rt, router) = hostile(limits).await;
+    let started = Instant::now();
+    let error = fails(&router, "hostile.sleep", json!({"ms": 60000})).await;
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped near its deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(router.call("hostile.sleep", &json!({"ms": 1})).await.unwrap(), "awake");
+}
+
+#[tokio::test]
+async fn memory_bombs_hit_the_memory_cap() {
+    let (_dir, _rt, router) = hostile(LIMITS).await;
+    let error = fails(&router, "hostile.memory_bomb", json!({})).await;
+    assert_eq!(error.kind, ErrorKind::MemoryLimit, "{error}");
+    assert!(error.message.contains("32 MiB") && error.message.contains("memory_mib"), "{error}");
+    still_serves(&router).await;
+}
+
+#[tokio::test]
+async fn recursion_traps_and_panics_are_traps() {
+    let (_dir, _rt, router) = hostile(LIMITS).await;
+    let error = fails(&router, "hostile.recurse", json!({})).await;
+    assert_eq!(error.kind, ErrorKind::Trap, "{error}");
+    assert!(error.message.contains("stack"), "{error}");
+    let error = fails(&router, "hostile.trap", json!({})).await;
+    assert_eq!(error.kind, ErrorKind::Trap, "{error}");
+    assert!(error.message.contains("unreachable"), "{error}");
+    assert!(error.message.contains("backtrace"), "a short backtrace: {error}");
+    let error = fails(&router, "hostile.panic", json!({})).await;
+    assert_eq!(error.kind, ErrorKind::Trap, "{error}");
+    still_serves(&router).await;
+}
+
+#[tokio::test]
+async fn a_100_mb_result_hits_whichever_limit_comes_first() {
+    let (_dir, _rt, router) = hostile(LIMITS).await;
+    let error = fails(&router, "hostile.huge_result", json!({"mb": 100})).await;
+    assert_eq!(error.kind, ErrorKind::MemoryLimit, "32 MiB of memory cannot hold it: {error}");
+
+    let roomy =
+        "[plugins.hostile.limits]\nmemory_mib = 500\nfuel = 10000000000\ndeadline_ms = 20000\n";
+    let (_dir, _rt, router) = hostile(roomy).await;
+    let error = fails(&router, "hostile.huge_result", json!({"mb": 100})).await;
+    assert_eq!(error.kind, ErrorKind::OutputTooLarge, "{error}");
+    assert!(error.message.contains("result_bytes"), "{error}");
+    still_serves(&router).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_stdout_is_truncated_and_the_call_succeeds() {
+    let limits = "[plugins.hostile.limits]\nfuel = 100000000000\ndeadline_ms = 60000\n";
+    let (_dir, _rt, router) = hostile(limits).await;
+    let result = router.call("hostile.flood_stdout", &json!({"mb": 100})).await.unwrap();
+    assert_eq!(result, "flooded");
+}
+
+#[tokio::test]
+async fn paths_outside_the_grant_reach_nothing() {
+    let granted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "TOP SECRET").unwrap();
+    std::fs::write(granted.path().join("inside.txt"), "fine").unwrap();
+    std::os::unix::fs::symlink(&secret, granted.path().join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), granted.path().join("linkdir")).unwrap();
+    let config = format!(
+        "{LIMITS}[[plugins.hostile.dirs]]\nhost = {:?}\nguest = \"/data\"\n",
+        granted.path()
+    );
+    let (_dir, _rt, router) = hostile(&config).await;
+
+    let inside =
+        router.call("hostile.read_file", &json!({"path": "/data/inside.txt"})).await.unwrap();
+    assert_eq!(inside, "fine");
+    let escapes = [
+        "/data/../secret.txt".to_string(),
+        format!("/data/../{}/secret.txt", outside.path().file_name().unwrap().to_str().unwrap()),
+        secret.display().to_string(),
+        "../secret.txt".to_string(),
+        "/etc/passwd".to_string(),
+        "/data/link.txt".to_string(),
+        "/data/linkdir/secret.txt".to_string(),
+    ];
+    for path in escapes {
+        let outcome = router.call("hostile.read_file", &json!({ "path": path })).await;
+        let error = outcome.expect_err(&format!("{path} must not be readable"));
+        assert_eq!(error.kind, ErrorKind::ToolError, "{path}: {error}");
+        assert!(!error.message.contains("TOP SECRET"));
+    }
+    let error =
+        fails(&router, "hostile.write_file", json!({"path": "/data/new.txt", "text": "x"})).await;
+    assert_eq!(error.kind, ErrorKind::ToolError, "the grant is read-only: {error}");
+    assert!(!granted.path().join("new.txt").exists());
+}
+
+#[tokio::test]
+async fn only_granted_environment_variables_are_visible() {
+    let (_dir, _rt, router) = hostile(LIMITS).await;
+    assert!(std::env::var("PATH").is_ok(), "the test needs PATH set on the host");
+    assert_eq!(router.call("hostile.env", &json!({"key": "PATH"})).await.unwrap(), Value::Null);
+
+    let granted = format!("{LIMITS}[plugins.hostile]\nenv = [\"PATH\"]\n");
+    let (_dir, _rt, router) = hostile(&granted).await;
+    let path = router.call("hostile.env", &json!({"key": "PATH"})).await.unwrap();
+    assert_eq!(path, std::env::var("PATH").unwrap());
+    assert_eq!(router.call("hostile.env", &json!({"key": "HOME"})).await.unwrap(), Value::Null);
+}
+
+#[tokio::test]
+async fn a_component_for_another_contract_version_is_refused_clearly() {
+    let dir = common::test_plugins_dir(&["incompatible", "hostile"]);
+    let (_rt, router, errors) = autoglm_host::open(&common::config(""), dir.path()).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].kind, ErrorKind::IncompatiblePlugin);
+    let message = errors[0].to_string();
+    assert!(
+        message.contains("incompatible") && message.contains("0.2.0") && message.contains("0.1.0"),
+        "{message}"
+    );
+    still_serves(&router).await;
+}
+
+#[tokio::test]
+async fn a_read_only_grant_allows_reads_and_refuses_writes() {
+    let notes = common::plugins_dir(&["notes"]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("todo"), "ship it").unwrap();
+    let config = format!(
+        "[[plugins.notes.dirs]]\nhost = {:?}\nguest = \"/notes\"\nmode = \"ro\"\n",
+        data.path()
+    );
+    let (_rt, router) = common::host(&common::config(&config), notes.path()).await;
+    assert_eq!(
+        router.call("notes.read", &json!({"name": "todo"})).await.unwrap()["text"],
+        "ship it"
+    );
+    let error =
+        router.call("notes.write", &json!({"name": "todo", "text": "changed"})).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::PermissionDenied, "{error}");
+    assert!(error.message.contains("mode = \"rw\""), "says what to change: {error}");
+    assert_eq!(std::fs::read_to_string(data.path().join("todo")).unwrap(), "ship it");
+}

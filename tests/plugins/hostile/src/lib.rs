@@ -1,0 +1,135 @@
+//! A plugin that misbehaves on purpose, one tool per kind of misbehaviour, plus a
+//! benign `echo` so tests can mix good and bad calls on the same component.
+
+use std::hint::black_box;
+
+use autoglm_sdk::prelude::*;
+
+#[derive(Deserialize, JsonSchema)]
+struct Nothing {}
+
+#[derive(Deserialize, JsonSchema)]
+struct Text {
+    text: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Size {
+    /// Megabytes.
+    mb: usize,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Path {
+    path: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct WriteFile {
+    path: String,
+    text: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Key {
+    key: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Millis {
+    ms: u64,
+}
+
+fn echo(args: Text) -> Result<String, ToolError> {
+    Ok(args.text)
+}
+
+fn spin(_: Nothing) -> Result<(), ToolError> {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn chatty(_: Nothing) -> Result<(), ToolError> {
+    loop {
+        black_box(config("anything"));
+    }
+}
+
+fn memory_bomb(_: Nothing) -> Result<usize, ToolError> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        black_box(&hoard);
+    }
+}
+
+#[allow(unconditional_recursion, reason = "exhausting the stack is this tool's job")]
+fn depth(n: u64) -> u64 {
+    black_box(depth(black_box(n + 1)) + 1)
+}
+
+fn recurse(_: Nothing) -> Result<u64, ToolError> {
+    Ok(depth(0))
+}
+
+fn trap(_: Nothing) -> Result<(), ToolError> {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    unreachable!("this plugin only runs as wasm");
+}
+
+fn panic(_: Nothing) -> Result<(), ToolError> {
+    panic!("the hostile plugin panics on purpose");
+}
+
+fn huge_result(args: Size) -> Result<String, ToolError> {
+    Ok("x".repeat(args.mb << 20))
+}
+
+fn flood_stdout(args: Size) -> Result<&'static str, ToolError> {
+    let line = "y".repeat(1023);
+    for _ in 0..(args.mb << 10) {
+        println!("{line}");
+    }
+    Ok("flooded")
+}
+
+fn read_file(args: Path) -> Result<String, ToolError> {
+    Ok(std::fs::read_to_string(&args.path)?)
+}
+
+fn write_file(args: WriteFile) -> Result<(), ToolError> {
+    Ok(std::fs::write(&args.path, args.text)?)
+}
+
+fn env(args: Key) -> Result<Option<String>, ToolError> {
+    Ok(std::env::var(&args.key).ok())
+}
+
+fn sleep(args: Millis) -> Result<&'static str, ToolError> {
+    std::thread::sleep(std::time::Duration::from_millis(args.ms));
+    Ok("awake")
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        Tool::new("echo", "Return the text unchanged.", echo),
+        Tool::new("spin", "Loop forever without calling the host.", spin),
+        Tool::new("chatty", "Loop forever calling a host import.", chatty),
+        Tool::new("memory_bomb", "Allocate until something stops it.", memory_bomb),
+        Tool::new("recurse", "Recurse without a base case.", recurse),
+        Tool::new("trap", "Execute `unreachable`.", trap),
+        Tool::new("panic", "Panic.", panic),
+        Tool::new("huge_result", "Return a result of `mb` megabytes.", huge_result),
+        Tool::new("flood_stdout", "Print `mb` megabytes to stdout, then succeed.", flood_stdout),
+        Tool::new("read_file", "Read any path.", read_file),
+        Tool::new("write_file", "Write any path.", write_file),
+        Tool::new("env", "Read an environment variable.", env),
+        Tool::new("sleep", "Block in a host call for `ms` milliseconds.", sleep),
+    ]
+}
+
+export_plugin!(tools);
