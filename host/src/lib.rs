@@ -13,9 +13,10 @@ pub mod runtime;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use config::Config;
-use registry::{LoadError, Registry};
-use router::Router;
+use registry::{LiveRegistry, LoadError};
 use runtime::Runtime;
 
 /// The plugins directory used when neither the command line nor the config names one.
@@ -32,12 +33,12 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Start the runtime and load every plugin in `plugins_dir` under `config`.
+/// Plugins that fail to load are returned beside the registry; the others serve.
 pub async fn open(
     config: &Config,
     plugins_dir: &Path,
-) -> anyhow::Result<(Runtime, Router, Vec<LoadError>)> {
+) -> anyhow::Result<(Arc<LiveRegistry>, Vec<LoadError>)> {
     let cache = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let runtime = Runtime::new(&config.engine, Some(cache))?;
-    let (registry, errors) = Registry::load_dir(&runtime, config, plugins_dir).await?;
-    Ok((runtime, Router::new(registry), errors))
+    LiveRegistry::open(runtime, config.clone(), plugins_dir.to_path_buf()).await
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -76,17 +77,17 @@ struct HostArgs {
 }
 
 impl HostArgs {
-    async fn open(&self) -> anyhow::Result<Router> {
+    async fn open(&self) -> anyhow::Result<Arc<Router>> {
         let config = Config::load_default_or(self.config.as_deref())?;
         let dir = (self.plugins.clone())
             .or_else(|| config.plugins_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR));
-        let (_runtime, router, errors) = open(&config, &dir).await?;
+        let (plugins, errors) = open(&config, &dir).await?;
         for error in errors {
             tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}");
             eprintln!("warning: {error}");
         }
-        Ok(router)
+        Ok(plugins.router())
     }
 }
 
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Tools { host, json } => list_tools(&host.open().await?, json),
+        Command::Tools { host, json } => list_tools(&*host.open().await?, json),
         Command::Call { tool, args, host } => {
             let args: Value = serde_json::from_str(&args)
                 .with_context(|| format!("the arguments are not valid JSON: {args}"))?;

@@ -5,7 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use autoglm_host::error::{CallError, ErrorKind};
+use autoglm_host::registry::LiveRegistry;
 use autoglm_host::router::Router;
 use serde_json::{Value, json};
 
@@ -13,7 +16,7 @@ use serde_json::{Value, json};
 const LIMITS: &str =
     "[plugins.hostile.limits]\ndeadline_ms = 2000\nfuel = 50000000\nmemory_mib = 32\n";
 
-async fn hostile(extra_toml: &str) -> (tempfile::TempDir, autoglm_host::runtime::Runtime, Router) {
+async fn hostile(extra_toml: &str) -> (tempfile::TempDir, Arc<LiveRegistry>, Arc<Router>) {
     let dir = common::test_plugins_dir(&["hostile"]);
     let (runtime, router) = common::host(&common::config(extra_toml), dir.path()).await;
     (dir, runtime, router)
@@ -178,7 +181,8 @@ async fn only_granted_environment_variables_are_visible() {
 #[tokio::test]
 async fn a_component_for_another_contract_version_is_refused_clearly() {
     let dir = common::test_plugins_dir(&["incompatible", "hostile"]);
-    let (_rt, router, errors) = autoglm_host::open(&common::config(""), dir.path()).await.unwrap();
+    let (live, errors) = autoglm_host::open(&common::config(""), dir.path()).await.unwrap();
+    let router = live.router();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].kind, ErrorKind::IncompatiblePlugin);
     let message = errors[0].to_string();

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use autoglm_host::config::Config;
+use autoglm_host::registry::LiveRegistry;
 use autoglm_host::router::Router;
-use autoglm_host::runtime::Runtime;
 
 /// The workspace's `target/` directory.
 pub fn target_dir() -> PathBuf {
@@ -40,10 +42,11 @@ pub fn config(config_toml: &str) -> Config {
 }
 
 /// A host over `dir` under `config`; fails the test if any plugin fails to load.
-pub async fn host(config: &Config, dir: &Path) -> (Runtime, Router) {
-    let (runtime, router, errors) = autoglm_host::open(config, dir).await.unwrap();
+pub async fn host(config: &Config, dir: &Path) -> (Arc<LiveRegistry>, Arc<Router>) {
+    let (live, errors) = autoglm_host::open(config, dir).await.unwrap();
     assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
-    (runtime, router)
+    let router = live.router();
+    (live, router)
 }
 
 /// `target/test-plugins/<name>.wasm`, which `just test-plugins` builds from `tests/plugins/`.

@@ -15,6 +15,9 @@ use crate::runtime::Runtime;
 use crate::runtime::bindings::{self, ToolSpec};
 use crate::runtime::sandbox::Sandbox;
 
+mod live;
+pub use live::{LiveRegistry, Reload, Watch};
+
 /// A loaded plugin: one component offering one or more tools.
 pub struct Plugin {
     /// The plugin's name (its file stem), the `plugin` in `plugin.tool`.
@@ -27,6 +30,9 @@ pub struct Plugin {
     pub contract: String,
     /// The interfaces it imports (WASI and the host interface).
     pub imports: Vec<String>,
+    /// The file's size and modification time when it was read: a reload skips
+    /// files whose fingerprint has not changed.
+    pub fingerprint: Fingerprint,
     /// The tools it offers, in the order it lists them.
     pub tools: Vec<Tool>,
     /// The prepared sandbox every call runs in.
@@ -42,6 +48,23 @@ pub struct Tool {
     /// The output schema, parsed, when the plugin promises one.
     pub output_schema: Option<Value>,
     validator: jsonschema::Validator,
+}
+
+/// What identifies one version of a component file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// File size in bytes.
+    pub len: u64,
+    /// Last modification time.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl Fingerprint {
+    /// The fingerprint of the file at `path` now.
+    pub fn of(path: &Path) -> std::io::Result<Fingerprint> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Fingerprint { len: meta.len(), modified: meta.modified().ok() })
+    }
 }
 
 /// The loaded plugins, by name.
@@ -83,11 +106,6 @@ impl Registry {
             }
         }
         Ok((registry, errors))
-    }
-
-    /// Add or replace one plugin.
-    pub fn insert(&mut self, plugin: Plugin) {
-        self.plugins.insert(plugin.name.clone(), Arc::new(plugin));
     }
 
     /// The plugin named `name`.
@@ -162,8 +180,10 @@ pub async fn load_plugin(
                 .into(),
         ));
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("cannot read: {e}")))?;
+    let cannot_read = |e| fail(ErrorKind::IncompatiblePlugin, format!("cannot read: {e}"));
+    // Fingerprint first: a file replaced while we read it then differs on the next scan.
+    let fingerprint = Fingerprint::of(path).map_err(cannot_read)?;
+    let bytes = std::fs::read(path).map_err(cannot_read)?;
     let component = runtime.compile(&bytes).map_err(|e| {
         fail(ErrorKind::IncompatiblePlugin, format!("not a valid WebAssembly component: {e:#}"))
     })?;
@@ -202,6 +222,7 @@ pub async fn load_plugin(
         size: bytes.len(),
         contract,
         imports,
+        fingerprint,
         tools,
         sandbox,
     })
