@@ -73,7 +73,11 @@ type Handler = Box<dyn Fn(&str) -> Result<String, ToolError>>;
 
 /// One tool: its name, description, schemas, needs and the function that runs it.
 pub struct Tool {
+    /// Everything but the schemas, which are generated only when listed: every call
+    /// runs in a fresh instance, so per-call work must stay small.
     spec: wit::ToolSpec,
+    input_schema: fn() -> String,
+    output_schema: Option<fn() -> String>,
     handler: Handler,
 }
 
@@ -100,7 +104,7 @@ impl Tool {
             spec: wit::ToolSpec {
                 name: name.to_string(),
                 description: description.to_string(),
-                input_schema: schema_of::<A>(),
+                input_schema: String::new(),
                 output_schema: None,
                 capabilities: wit::Capabilities {
                     directories: Vec::new(),
@@ -109,13 +113,15 @@ impl Tool {
                 },
                 hints: wit::Hints::empty(),
             },
+            input_schema: schema_of::<A>,
+            output_schema: None,
             handler: Box::new(handler),
         }
     }
 
     /// Promise that results match the JSON Schema of `R` (MCP's `outputSchema`).
     pub fn output<R: JsonSchema>(mut self) -> Self {
-        self.spec.output_schema = Some(schema_of::<R>());
+        self.output_schema = Some(schema_of::<R>);
         self
     }
 
@@ -198,7 +204,13 @@ pub mod __private {
     use super::*;
 
     pub fn list_tools(tools: Vec<Tool>) -> Vec<wit::ToolSpec> {
-        tools.into_iter().map(|t| t.spec).collect()
+        (tools.into_iter())
+            .map(|t| wit::ToolSpec {
+                input_schema: (t.input_schema)(),
+                output_schema: t.output_schema.map(|schema| schema()),
+                ..t.spec
+            })
+            .collect()
     }
 
     pub fn call(tools: Vec<Tool>, name: &str, args: &str) -> Result<String, wit::CallError> {

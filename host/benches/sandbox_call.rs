@@ -1,0 +1,82 @@
+//! Cost of one sandboxed tool call — fresh Store, every limit armed, JSON in and
+//! out — next to the same logic as a native Rust function, measured in the same run.
+//!
+//! Run with `cargo bench -p autoglm-host --bench sandbox_call` after `just test-plugins`.
+//! Prints p50/p99 per call and the ratio to native; no pass/fail.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use autoglm_host::config::Config;
+use serde_json::{Value, json};
+
+const CALLS: usize = 20_000;
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+}
+
+fn measure(mut f: impl FnMut()) -> (Duration, Duration) {
+    for _ in 0..CALLS / 10 {
+        f();
+    }
+    let samples = (0..CALLS)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    percentiles(samples)
+}
+
+/// What the `echo` tool does, natively: decode the arguments, encode the result.
+fn native_echo(args: &str) -> String {
+    let args: Value = serde_json::from_str(args).unwrap();
+    serde_json::to_string(&args["text"]).unwrap()
+}
+
+fn main() -> anyhow::Result<()> {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins");
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(plugins.join("hostile.wasm"), dir.path().join("hostile.wasm"))
+        .map_err(|e| anyhow::anyhow!("{e}: run `just test-plugins` first"))?;
+    let mut config = Config::default();
+    config.cache_dir = Some(plugins.join("../bench-component-cache"));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (live, errors) = rt.block_on(autoglm_host::open(&config, dir.path()))?;
+    anyhow::ensure!(errors.is_empty(), "{errors:?}");
+    let router = live.router();
+    let target = router.resolve("hostile.echo")?;
+    let args = json!({"text": "hello"});
+    let args_text = args.to_string();
+
+    let native = measure(|| {
+        black_box(native_echo(black_box(&args_text)));
+    });
+    let sandbox = measure(|| {
+        rt.block_on(target.plugin.sandbox.call("echo", &args_text)).unwrap();
+    });
+    let routed = measure(|| {
+        rt.block_on(router.call("hostile.echo", &args)).unwrap();
+    });
+
+    println!("sandboxed call of a trivial tool ({CALLS} calls, pooled: {})", live_pooled(&config));
+    println!("{:<34} {:>10} {:>10} {:>12}", "", "p50", "p99", "p50/native");
+    for (name, (p50, p99)) in [
+        ("native Rust function", native),
+        ("sandbox (fresh Store, all limits)", sandbox),
+        ("router (+ name, schema, grants)", routed),
+    ] {
+        let ratio = p50.as_secs_f64() / native.0.as_secs_f64();
+        println!("{name:<34} {:>10.2?} {:>10.2?} {ratio:>11.0}x", p50, p99);
+    }
+    Ok(())
+}
+
+fn live_pooled(config: &Config) -> bool {
+    autoglm_host::runtime::Runtime::new(&config.engine, None).map(|r| r.is_pooled()).unwrap_or(false)
+}
