@@ -43,8 +43,8 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::copy(plugins.join("hostile.wasm"), dir.path().join("hostile.wasm"))
         .map_err(|e| anyhow::anyhow!("{e}: run `just test-plugins` first"))?;
-    let mut config = Config::default();
-    config.cache_dir = Some(plugins.join("../bench-component-cache"));
+    let config =
+        Config { cache_dir: Some(plugins.join("../bench-component-cache")), ..Default::default() };
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (live, errors) = rt.block_on(autoglm_host::open(&config, dir.path()))?;
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         black_box(native_echo(black_box(&args_text)));
     });
     let sandbox = measure(|| {
-        rt.block_on(target.plugin.sandbox.call("echo", &args_text)).unwrap();
+        rt.block_on(target.plugin.sandbox.call(&target.tool().spec, &args_text)).unwrap();
     });
     let routed = measure(|| {
         rt.block_on(router.call("hostile.echo", &args)).unwrap();
@@ -78,5 +78,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn live_pooled(config: &Config) -> bool {
-    autoglm_host::runtime::Runtime::new(&config.engine, None).map(|r| r.is_pooled()).unwrap_or(false)
+    autoglm_host::runtime::Runtime::new(&config.engine, None)
+        .map(|r| r.is_pooled())
+        .unwrap_or(false)
 }

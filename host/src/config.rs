@@ -81,6 +81,8 @@ pub struct DirGrant {
     /// `ro` (read only, the default) or `rw`.
     #[serde(default)]
     pub mode: DirMode,
+    /// For `rw` directories: the most the directory may hold, in MiB (default 100).
+    pub quota_mib: Option<u64>,
 }
 
 /// Access granted to a directory.
@@ -109,6 +111,8 @@ pub struct LimitOverrides {
     pub result_bytes: Option<usize>,
     /// Captured stdout and stderr kept per call (each), in bytes.
     pub log_bytes: Option<usize>,
+    /// Largest outbound HTTP response body a guest may receive, in bytes.
+    pub http_body_bytes: Option<usize>,
     /// Calls of this plugin running at once.
     pub concurrency: Option<usize>,
     /// Calls waiting for a slot before new ones are refused as `overloaded`.
@@ -130,6 +134,8 @@ pub struct Limits {
     pub result_bytes: usize,
     /// Captured stdout/stderr per call, in bytes each.
     pub log_bytes: usize,
+    /// Largest outbound HTTP response body, in bytes.
+    pub http_body_bytes: usize,
     /// Calls running at once.
     pub concurrency: usize,
     /// Calls allowed to wait.
@@ -164,6 +170,8 @@ impl LimitOverrides {
             result_bytes: self.result_bytes.or(defaults.result_bytes).unwrap_or(1 << 20),
             // Enough for diagnostics, small enough that a chatty guest cannot flood the log.
             log_bytes: self.log_bytes.or(defaults.log_bytes).unwrap_or(64 << 10),
+            // Bounds host memory per fetch; a tool that needs more should stream less.
+            http_body_bytes: self.http_body_bytes.or(defaults.http_body_bytes).unwrap_or(16 << 20),
             // Wasm calls are CPU-bound: more than two per core only adds latency.
             concurrency: self.concurrency.or(defaults.concurrency).unwrap_or(2 * cores).max(1),
             queue: self.queue.or(defaults.queue).unwrap_or(256),
@@ -211,6 +219,10 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         for (plugin, grants) in &self.plugins {
             for dir in &grants.dirs {
+                anyhow::ensure!(
+                    dir.quota_mib.is_none() || dir.mode == DirMode::ReadWrite,
+                    "[plugins.{plugin}] dirs: quota_mib applies to mode = \"rw\" directories only"
+                );
                 anyhow::ensure!(
                     dir.guest.starts_with('/') && !dir.guest.split('/').any(|c| c == ".."),
                     "[plugins.{plugin}] dirs: guest path `{}` must be absolute without `..`",

@@ -35,7 +35,13 @@ pub struct GrantedDir {
     pub guest: String,
     /// Granted access.
     pub mode: DirMode,
+    /// For writable directories, the most they may hold, in bytes.
+    pub quota_bytes: Option<u64>,
 }
+
+/// Writable directories get this quota unless the config sets one: enough for
+/// notes and caches, small enough that a runaway plugin cannot fill a disk.
+pub const DEFAULT_QUOTA_MIB: u64 = 100;
 
 /// Hosts a plugin may reach over HTTP.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +59,13 @@ impl Policy {
         Policy {
             plugin: plugin.to_string(),
             dirs: (grants.dirs.iter())
-                .map(|d| GrantedDir { host: d.host.clone(), guest: d.guest.clone(), mode: d.mode })
+                .map(|d| GrantedDir {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    mode: d.mode,
+                    quota_bytes: (d.mode == DirMode::ReadWrite)
+                        .then(|| d.quota_mib.unwrap_or(DEFAULT_QUOTA_MIB) << 20),
+                })
                 .collect(),
             hosts: HostAllowlist {
                 entries: grants.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -115,6 +127,34 @@ impl Policy {
         }
         None
     }
+}
+
+impl GrantedDir {
+    /// The quota and current usage of a writable directory that is full; `None`
+    /// when it has room (or no quota). The check runs before each call, so one
+    /// call that starts with room may overshoot by what it writes.
+    pub fn full(&self) -> Option<(u64, u64)> {
+        let quota = self.quota_bytes?;
+        let used = disk_usage(&self.host);
+        (used >= quota).then_some((quota, used))
+    }
+}
+
+/// Bytes in regular files under `dir`, without following symbolic links.
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) if meta.is_file() => total += meta.len(),
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 impl HostAllowlist {

@@ -120,7 +120,7 @@ impl Router {
         if let Some(missing) = plugin.sandbox.policy().missing_grant(&tool.spec) {
             return Err(at(CallError::new(ErrorKind::PermissionDenied, missing)));
         }
-        let result = plugin.sandbox.call(&tool.spec.name, &args.to_string()).await?;
+        let result = plugin.sandbox.call(&tool.spec, &args.to_string()).await?;
         serde_json::from_str(&result).map_err(|e| {
             at(CallError::new(ErrorKind::ToolError, format!("the tool returned invalid JSON: {e}")))
         })

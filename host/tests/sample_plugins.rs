@@ -258,3 +258,17 @@ async fn text_tools_count_slugify_encode_and_hash() {
     let (kind, _) = fails(&router, "slugify", json!({"text": "!!!"})).await;
     assert_eq!(kind, ErrorKind::InvalidArguments);
 }
+
+#[tokio::test]
+async fn http_response_bodies_are_capped_by_the_host() {
+    let addr = serve_http("a body longer than the host's cap", 1);
+    let dir = common::plugins_dir(&["http"]);
+    let config = common::config(&format!(
+        "[plugins.http]\nallow_hosts = [{addr:?}]\nallow_private_addresses = true\n[plugins.http.limits]\nhttp_body_bytes = 8\n"
+    ));
+    let (_rt, router) = common::host(&config, dir.path()).await;
+    let (kind, message) =
+        fails(&router, "http.get", json!({"url": format!("http://{addr}/")})).await;
+    assert_eq!(kind, ErrorKind::ToolError);
+    assert!(message.contains("body size exceeds limit: 8 bytes"), "{message}");
+}

@@ -13,11 +13,11 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::{self, LogLevel, ToolSpec};
+use super::bindings::{self, Access, LogLevel, ToolSpec};
 use super::capture::Capture;
 use crate::config::{DirMode, Limits};
 use crate::error::{CallError, ErrorKind};
-use crate::policy::{HostAllowlist, Policy};
+use crate::policy::{GrantedDir, HostAllowlist, Policy};
 
 /// A plugin ready to be called: its linked component, grants and limits.
 pub struct Sandbox {
@@ -87,7 +87,29 @@ impl Sandbox {
     }
 
     /// Run `tool` with `args` (JSON text) and return its result (JSON text).
-    pub async fn call(&self, tool: &str, args: &str) -> Result<String, CallError> {
+    pub async fn call(&self, tool: &ToolSpec, args: &str) -> Result<String, CallError> {
+        let name = tool.name.as_str();
+        let full = self.full_dirs();
+        if let Some((dir, quota, used)) = (full.iter()).find(|(d, ..)| {
+            tool.capabilities
+                .directories
+                .iter()
+                .any(|n| n.guest_path == d.guest && n.access == Access::ReadWrite)
+        }) {
+            return Err(self.error(
+                name,
+                ErrorKind::PermissionDenied,
+                format!(
+                    "directory {} holds {} MiB, at its {} MiB quota; delete files or raise \
+                     quota_mib in [[plugins.{}.dirs]]",
+                    dir.guest,
+                    used >> 20,
+                    quota >> 20,
+                    self.plugin()
+                ),
+            ));
+        }
+        let tool = name;
         let outcome = match self.run(tool, Invocation::Call { tool, args }).await? {
             Outcome::Called(outcome) => outcome,
             Outcome::Tools(_) => unreachable!("call answers with a result"),
@@ -112,6 +134,13 @@ impl Sandbox {
         }
     }
 
+    /// Writable directories that are at their quota, with quota and usage.
+    fn full_dirs(&self) -> Vec<(&GrantedDir, u64, u64)> {
+        (self.policy.dirs.iter())
+            .filter_map(|d| d.full().map(|(quota, used)| (d, quota, used)))
+            .collect()
+    }
+
     /// Instantiate a fresh Store and run `body` in it under every limit.
     async fn run(&self, what: &str, invocation: Invocation<'_>) -> Result<Outcome, CallError> {
         let admission = self.gate.enter().ok_or_else(|| {
@@ -130,7 +159,8 @@ impl Sandbox {
         let _slot = admission.acquire().await;
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
-        let state = self.state(what, &stdout, &stderr)?;
+        let full: Vec<&str> = self.full_dirs().iter().map(|(d, ..)| d.guest.as_str()).collect();
+        let state = self.state(what, &stdout, &stderr, &full)?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(self.limits.fuel).map_err(|e| self.trap(what, e))?;
@@ -176,18 +206,20 @@ impl Sandbox {
         }
     }
 
+    /// The Store's data for one call; directories in `full` are mounted read-only.
     fn state(
         &self,
         tool: &str,
         stdout: &Capture,
         stderr: &Capture,
+        full: &[&str],
     ) -> Result<CallState, CallError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone()).envs(&self.policy.env);
         for dir in &self.policy.dirs {
             let perms = match dir.mode {
-                DirMode::ReadOnly => FsPerms::ReadOnly,
-                DirMode::ReadWrite => FsPerms::ReadWrite,
+                DirMode::ReadWrite if !full.contains(&dir.guest.as_str()) => FsPerms::ReadWrite,
+                _ => FsPerms::ReadOnly,
             };
             wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
                 self.error(
@@ -207,7 +239,11 @@ impl Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: Outbound { allow: self.policy.hosts.clone(), denied: Arc::default() },
+            outbound: Outbound {
+                allow: self.policy.hosts.clone(),
+                body_cap: self.limits.http_body_bytes,
+                denied: Arc::default(),
+            },
             memory: MemoryCap { max: self.limits.memory_bytes, hit: None },
             policy: self.policy.clone(),
             tool: tool.to_string(),
@@ -384,6 +420,7 @@ impl ResourceLimiter for MemoryCap {
 /// `permission_denied` even when the guest turns them into its own error.
 struct Outbound {
     allow: HostAllowlist,
+    body_cap: usize,
     denied: Arc<Mutex<Vec<String>>>,
 }
 
@@ -411,6 +448,7 @@ impl WasiHttpHooks for Outbound {
     ) -> SendFuture {
         let allow = self.allow.clone();
         let denied = self.denied.clone();
+        let body_cap = self.body_cap;
         Box::new(async move {
             let deny = |reason: String| {
                 denied.lock().unwrap_or_else(|e| e.into_inner()).push(reason);
@@ -443,10 +481,18 @@ impl WasiHttpHooks for Outbound {
             }
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            // A response larger than the cap ends in an error instead of filling memory.
+            let capped = response.map(|body| {
+                http_body_util::Limited::new(body, body_cap)
+                    .map_err(move |e| match e.downcast::<wasmtime_wasi_http::Error>() {
+                        Ok(inner) => *inner,
+                        Err(_) => {
+                            wasmtime_wasi_http::Error::HttpResponseBodySize(Some(body_cap as u64))
+                        }
+                    })
+                    .boxed_unsync()
+            });
+            Ok((capped, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }
