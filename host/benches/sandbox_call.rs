@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         black_box(native_echo(black_box(&args_text)));
     });
     let sandbox = measure(|| {
-        rt.block_on(target.plugin.sandbox.call(&target.tool().spec, &args_text)).unwrap();
+        rt.block_on(target.plugin.sandbox.call(&target.tool().spec, &args_text)).outcome.unwrap();
     });
     let routed = measure(|| {
         rt.block_on(router.call("hostile.echo", &args)).unwrap();

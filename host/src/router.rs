@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{CallError, ErrorKind};
 use crate::registry::{Plugin, Registry, Tool};
+use crate::runtime::sandbox::{Traced, Usage};
 
 /// Resolves names and dispatches calls over one snapshot of the registry.
 #[derive(Clone, Default)]
@@ -107,23 +108,34 @@ impl Router {
 
     /// Resolve `name`, validate `args`, check grants and run the call.
     pub async fn call(&self, name: &str, args: &Value) -> Result<Value, CallError> {
-        let target = self.resolve(name)?;
+        self.call_traced(name, args).await.outcome
+    }
+
+    /// [`Router::call`], also reporting the fuel, memory and time the call used.
+    pub async fn call_traced(&self, name: &str, args: &Value) -> Traced<Value> {
+        let started = std::time::Instant::now();
+        let untraced = |outcome| Traced { outcome, usage: Usage::default(), elapsed: started.elapsed() };
+        let target = match self.resolve(name) {
+            Ok(target) => target,
+            Err(error) => return untraced(Err(error)),
+        };
         let plugin = &target.plugin;
         let tool = target.tool();
         let at = |e: CallError| e.at(&plugin.name, &tool.spec.name);
-        tool.validate(args).map_err(|problems| {
-            at(CallError::new(
-                ErrorKind::InvalidArguments,
-                format!("arguments do not match the schema: {problems}"),
-            ))
-        })?;
-        if let Some(missing) = plugin.sandbox.policy().missing_grant(&tool.spec) {
-            return Err(at(CallError::new(ErrorKind::PermissionDenied, missing)));
+        if let Err(problems) = tool.validate(args) {
+            let message = format!("arguments do not match the schema: {problems}");
+            return untraced(Err(at(CallError::new(ErrorKind::InvalidArguments, message))));
         }
-        let result = plugin.sandbox.call(&tool.spec, &args.to_string()).await?;
-        serde_json::from_str(&result).map_err(|e| {
-            at(CallError::new(ErrorKind::ToolError, format!("the tool returned invalid JSON: {e}")))
-        })
+        if let Some(missing) = plugin.sandbox.policy().missing_grant(&tool.spec) {
+            return untraced(Err(at(CallError::new(ErrorKind::PermissionDenied, missing))));
+        }
+        let traced = plugin.sandbox.call(&tool.spec, &args.to_string()).await;
+        let outcome = traced.outcome.and_then(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                at(CallError::new(ErrorKind::ToolError, format!("the tool returned invalid JSON: {e}")))
+            })
+        });
+        Traced { outcome, usage: traced.usage, elapsed: started.elapsed() }
     }
 
     fn with_bare_name(&self, name: &str) -> Vec<Target> {

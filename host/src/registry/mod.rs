@@ -184,7 +184,7 @@ pub async fn load_plugin(
     // Fingerprint first: a file replaced while we read it then differs on the next scan.
     let fingerprint = Fingerprint::of(path).map_err(cannot_read)?;
     let bytes = std::fs::read(path).map_err(cannot_read)?;
-    let component = runtime.compile(&bytes).map_err(|e| {
+    let component = runtime.compile(&name, &bytes).map_err(|e| {
         fail(ErrorKind::IncompatiblePlugin, format!("not a valid WebAssembly component: {e:#}"))
     })?;
     let contract = check_contract(runtime, &component)

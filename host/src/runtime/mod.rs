@@ -6,6 +6,7 @@ mod capture;
 pub mod sandbox;
 
 use std::hash::{Hash, Hasher};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -80,9 +81,9 @@ impl Runtime {
 
     /// Compile `bytes`, or load the compiled code from the cache when this exact
     /// component was compiled before by this wasmtime with these settings.
-    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Component> {
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, bytes).map_err(Into::into);
+            return self.compile_fresh(name, bytes);
         };
         let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
         if path.exists() {
@@ -96,11 +97,30 @@ impl Runtime {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)?;
+        let component = self.compile_fresh(name, bytes)?;
         if let Err(error) = write_atomically(&path, &component.serialize()?) {
             tracing::warn!(%error, dir = %dir.display(), "cannot write the compile cache");
         }
         Ok(component)
+    }
+
+    /// Compile with Cranelift, showing a spinner on a terminal: an interpreter-sized
+    /// component takes seconds.
+    fn compile_fresh(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+        let started = std::time::Instant::now();
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(format!("compiling plugin {name} ({} KiB)", bytes.len() >> 10));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        let component = Component::new(&self.engine, bytes);
+        if let Some(bar) = spinner {
+            bar.finish_and_clear();
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(plugin = name, bytes = bytes.len(), ms, "compiled plugin");
+        Ok(component?)
     }
 
     /// Link `component` against the host's imports once, so each call only instantiates.

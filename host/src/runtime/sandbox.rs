@@ -27,6 +27,26 @@ pub struct Sandbox {
     gate: Gate,
 }
 
+/// What one call used of its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Fuel consumed (roughly, wasm instructions executed).
+    pub fuel: u64,
+    /// The largest linear memory the guest had, in bytes.
+    pub memory_bytes: usize,
+}
+
+/// The outcome of a call with what it used and how long it took.
+#[derive(Debug, Clone)]
+pub struct Traced<T> {
+    /// The result or the error.
+    pub outcome: Result<T, CallError>,
+    /// Fuel and memory used; zero when the guest never ran.
+    pub usage: Usage,
+    /// Wall-clock time from admission to answer, queueing included.
+    pub elapsed: std::time::Duration,
+}
+
 /// What a sandboxed run does once the component is instantiated.
 enum Invocation<'a> {
     ListTools,
@@ -80,14 +100,21 @@ impl Sandbox {
 
     /// Ask the component for its tools, under the same limits as a call.
     pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
-        match self.run("list-tools", Invocation::ListTools).await? {
+        match self.run("list-tools", Invocation::ListTools, &mut Usage::default()).await? {
             Outcome::Tools(tools) => Ok(tools),
             Outcome::Called(_) => unreachable!("list-tools answers with tools"),
         }
     }
 
-    /// Run `tool` with `args` (JSON text) and return its result (JSON text).
-    pub async fn call(&self, tool: &ToolSpec, args: &str) -> Result<String, CallError> {
+    /// Run `tool` with `args` (JSON text): its result (JSON text) and what it used.
+    pub async fn call(&self, tool: &ToolSpec, args: &str) -> Traced<String> {
+        let started = Instant::now();
+        let mut usage = Usage::default();
+        let outcome = self.call_in(tool, args, &mut usage).await;
+        Traced { outcome, usage, elapsed: started.elapsed() }
+    }
+
+    async fn call_in(&self, tool: &ToolSpec, args: &str, usage: &mut Usage) -> Result<String, CallError> {
         let name = tool.name.as_str();
         let full = self.full_dirs();
         if let Some((dir, quota, used)) = (full.iter()).find(|(d, ..)| {
@@ -110,7 +137,7 @@ impl Sandbox {
             ));
         }
         let tool = name;
-        let outcome = match self.run(tool, Invocation::Call { tool, args }).await? {
+        let outcome = match self.run(tool, Invocation::Call { tool, args }, usage).await? {
             Outcome::Called(outcome) => outcome,
             Outcome::Tools(_) => unreachable!("call answers with a result"),
         };
@@ -142,7 +169,12 @@ impl Sandbox {
     }
 
     /// Instantiate a fresh Store and run `body` in it under every limit.
-    async fn run(&self, what: &str, invocation: Invocation<'_>) -> Result<Outcome, CallError> {
+    async fn run(
+        &self,
+        what: &str,
+        invocation: Invocation<'_>,
+        usage: &mut Usage,
+    ) -> Result<Outcome, CallError> {
         let admission = self.gate.enter().ok_or_else(|| {
             self.error(
                 what,
@@ -191,6 +223,8 @@ impl Sandbox {
         // The epoch deadline only fires while wasm runs; a guest blocked in a host
         // call (a slow HTTP request, a sleep) is stopped by this timeout instead.
         let outcome = tokio::time::timeout(self.limits.deadline, work).await;
+        usage.fuel = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        usage.memory_bytes = store.data().memory.peak;
         self.drain_output(what, &stdout, "stdout");
         self.drain_output(what, &stderr, "stderr");
         match outcome {
@@ -244,7 +278,7 @@ impl Sandbox {
                 body_cap: self.limits.http_body_bytes,
                 denied: Arc::default(),
             },
-            memory: MemoryCap { max: self.limits.memory_bytes, hit: None },
+            memory: MemoryCap { max: self.limits.memory_bytes, peak: 0, hit: None },
             policy: self.policy.clone(),
             tool: tool.to_string(),
         })
@@ -387,6 +421,7 @@ impl bindings::autoglm::plugin::host::Host for CallState {
 /// resulting trap is reported as `memory_limit` rather than a bare trap.
 struct MemoryCap {
     max: usize,
+    peak: usize,
     hit: Option<(usize, usize)>,
 }
 
@@ -401,6 +436,7 @@ impl ResourceLimiter for MemoryCap {
             self.hit = Some((current, desired));
             wasmtime::bail!("memory limit of {} bytes reached", self.max);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
