@@ -27,6 +27,65 @@ pub struct Config {
     /// Grants and limits per plugin, keyed by plugin name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginGrants>,
+    /// Settings of `autoglm serve`.
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+/// Settings of the HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub addr: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered with `timeout`.
+    pub request_timeout_ms: u64,
+    /// Browser origins allowed besides loopback ones (`https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Requests per minute per API key (or per server when no keys are set).
+    pub rate_per_minute: u32,
+    /// Requests in flight per API key.
+    pub concurrency: usize,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+    /// API keys; required when `addr` is not a loopback address.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            body_limit_bytes: 1 << 20,
+            // Agent requests run several model turns and tool calls.
+            request_timeout_ms: 300_000,
+            allowed_origins: Vec::new(),
+            rate_per_minute: 600,
+            concurrency: 64,
+            shutdown_grace_ms: 30_000,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// The bearer token itself ...
+    pub token: Option<String>,
+    /// ... or the environment variable holding it (keeps secrets out of the file).
+    pub token_env: Option<String>,
+    /// Tools this key may call (`plugin.tool` or `plugin.*`); all when absent.
+    pub tools: Option<Vec<String>>,
+    /// Overrides `server.rate_per_minute` for this key.
+    pub rate_per_minute: Option<u32>,
+    /// Overrides `server.concurrency` for this key.
+    pub concurrency: Option<usize>,
 }
 
 /// Settings of the one wasmtime engine shared by all plugins.

@@ -38,6 +38,20 @@ pub enum ErrorKind {
     IncompatiblePlugin,
     /// The plugin is still being compiled.
     Loading,
+    /// The request is malformed (e.g. its body is not JSON).
+    BadRequest,
+    /// The request carries no valid API key.
+    Unauthorized,
+    /// The request comes from a browser origin that is not allowed.
+    ForbiddenOrigin,
+    /// No such route.
+    NotFound,
+    /// The request body is larger than the server accepts.
+    BodyTooLarge,
+    /// The API key sent too many requests or has too many in flight.
+    RateLimited,
+    /// No language model is configured or it is not ready.
+    EngineUnavailable,
 }
 
 impl ErrorKind {
@@ -57,6 +71,34 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::IncompatiblePlugin => "incompatible_plugin",
             Self::Loading => "loading",
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::ForbiddenOrigin => "forbidden_origin",
+            Self::NotFound => "not_found",
+            Self::BodyTooLarge => "body_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::EngineUnavailable => "engine_unavailable",
+        }
+    }
+
+    /// The HTTP status this kind is answered with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidArguments | Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::PermissionDenied | Self::ForbiddenOrigin => 403,
+            Self::UnknownTool | Self::NotFound => 404,
+            Self::AmbiguousTool => 409,
+            Self::BodyTooLarge => 413,
+            Self::ToolError => 422,
+            Self::Overloaded | Self::RateLimited => 429,
+            Self::Loading | Self::EngineUnavailable => 503,
+            Self::Timeout => 504,
+            Self::OutOfFuel
+            | Self::MemoryLimit
+            | Self::OutputTooLarge
+            | Self::Trap
+            | Self::IncompatiblePlugin => 500,
         }
     }
 }

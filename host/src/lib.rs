@@ -6,10 +6,12 @@
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod router;
 pub mod runtime;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use autoglm_host::config::Config;
-use autoglm_host::registry::load_plugin;
+use autoglm_host::registry::{LiveRegistry, Watch, load_plugin};
+use autoglm_host::server::AppState;
 use autoglm_host::router::Router;
 use autoglm_host::runtime::Runtime;
 use autoglm_host::{DEFAULT_PLUGINS_DIR, open};
@@ -50,8 +51,16 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// Serve tools over HTTP (tool API, OpenAI-compatible chat, MCP).
+    /// Serve tools over HTTP: tool API, OpenAI-compatible API, MCP, health and metrics.
     Serve {
+        /// Address to listen on (default: the config's server.addr, 127.0.0.1:8080).
+        #[arg(long, env = "AUTOGLM_ADDR")]
+        addr: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Serve MCP over stdin/stdout, for desktop clients that launch tools as a process.
+    Mcp {
         #[command(flatten)]
         host: HostArgs,
     },
@@ -77,11 +86,27 @@ struct HostArgs {
 }
 
 impl HostArgs {
-    async fn open(&self) -> anyhow::Result<Arc<Router>> {
+    /// The config and the plugins directory these arguments name.
+    fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
         let config = Config::load_default_or(self.config.as_deref())?;
         let dir = (self.plugins.clone())
             .or_else(|| config.plugins_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR));
+        Ok((config, dir))
+    }
+
+    /// Start the runtime and load the plugins in the background, watching the directory.
+    fn start(&self) -> anyhow::Result<(Config, Arc<LiveRegistry>, Watch)> {
+        let (config, dir) = self.resolve()?;
+        let cache = config.cache_dir.clone().unwrap_or_else(autoglm_host::default_cache_dir);
+        let runtime = Runtime::new(&config.engine, Some(cache))?;
+        let plugins = LiveRegistry::open_in_background(runtime, config.clone(), dir)?;
+        let watch = plugins.watch()?;
+        Ok((config, plugins, watch))
+    }
+
+    async fn open(&self) -> anyhow::Result<Arc<Router>> {
+        let (config, dir) = self.resolve()?;
         let (plugins, errors) = open(&config, &dir).await?;
         for error in errors {
             tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}");
@@ -135,10 +160,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file).await,
-        Command::Serve { .. } => {
-            anyhow::bail!(
-                "`autoglm serve` is not built yet (the HTTP endpoint lands with issue #4)"
-            )
+        Command::Serve { addr, host } => {
+            let (config, plugins, _watch) = host.start()?;
+            let mut settings = config.server.clone();
+            if let Some(addr) = addr {
+                settings.addr = addr;
+            }
+            let listener = tokio::net::TcpListener::bind(&settings.addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.addr))?;
+            let local = listener.local_addr()?;
+            let state = Arc::new(AppState::new(plugins.clone(), settings, local.ip().is_loopback())?);
+            eprintln!(
+                "autoglm: listening on http://{local} (plugins from {}; MCP at /mcp, tools at /v1/tools)",
+                plugins.dir().display()
+            );
+            autoglm_host::server::serve(state, listener, shutdown_signal()).await?;
+            eprintln!("autoglm: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp { host } => {
+            let (config, plugins, _watch) = host.start()?;
+            let state = Arc::new(AppState::new(plugins, config.server.clone(), true)?);
+            autoglm_host::server::stdio::serve(state).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -216,4 +261,26 @@ fn print_out(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }

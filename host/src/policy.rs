@@ -76,6 +76,21 @@ impl Policy {
         }
     }
 
+    /// The grants as JSON, for listings (environment values are not shown).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "directories": self.dirs.iter().map(|d| serde_json::json!({
+                "path": d.guest,
+                "access": if d.mode == DirMode::ReadWrite { "rw" } else { "ro" },
+                "quota_bytes": d.quota_bytes,
+            })).collect::<Vec<_>>(),
+            "outbound_hosts": self.hosts.entries,
+            "private_addresses": self.hosts.allow_private,
+            "env": self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "config_keys": self.config.keys().collect::<Vec<_>>(),
+        })
+    }
+
     /// Why `tool` may not run under this policy, if it may not: a declared need
     /// that the operator has not granted. Checked before the guest starts.
     pub fn missing_grant(&self, tool: &ToolSpec) -> Option<String> {

@@ -6,7 +6,7 @@
 //! version they started on. A component that fails to load leaves its previous
 //! version serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub struct LiveRegistry {
     current: ArcSwap<Router>,
     reloading: Mutex<()>,
     generation: watch::Sender<u64>,
+    /// Plugins found at start-up that are still compiling.
+    pending: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// What one reload changed.
@@ -74,15 +76,69 @@ impl LiveRegistry {
         dir: PathBuf,
     ) -> anyhow::Result<(Arc<Self>, Vec<LoadError>)> {
         let (registry, errors) = Registry::load_dir(&runtime, &config, &dir).await?;
-        let live = Arc::new(Self {
+        Ok((Self::with(runtime, config, dir, registry), errors))
+    }
+
+    /// Start with no plugins and load the directory's components in the background,
+    /// each one serving as soon as it is compiled. Until then [`LiveRegistry::is_loading`]
+    /// says so, and [`LiveRegistry::is_ready`] is false.
+    pub fn open_in_background(runtime: Runtime, config: Config, dir: PathBuf) -> anyhow::Result<Arc<Self>> {
+        let files = component_files(&dir)?;
+        let live = Self::with(runtime, config, dir, Registry::default());
+        *live.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
+        let loader = live.clone();
+        tokio::spawn(async move {
+            for path in files {
+                let _one_at_a_time = loader.reloading.lock().await;
+                match load_plugin(&loader.runtime, &loader.config, &path).await {
+                    Ok(plugin) => {
+                        let mut plugins = loader.snapshot();
+                        plugins.insert(plugin.name.clone(), Arc::new(plugin));
+                        loader.publish(plugins);
+                    }
+                    Err(error) => tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}"),
+                }
+                if let Some(name) = stem(&path) {
+                    loader.pending_set().remove(&name);
+                }
+            }
+        });
+        Ok(live)
+    }
+
+    fn with(runtime: Runtime, config: Config, dir: PathBuf, registry: Registry) -> Arc<Self> {
+        Arc::new(Self {
             runtime,
             config,
             dir,
             current: ArcSwap::from_pointee(Router::new(registry)),
             reloading: Mutex::new(()),
             generation: watch::Sender::new(0),
-        });
-        Ok((live, errors))
+            pending: Default::default(),
+        })
+    }
+
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether plugin `name` was found at start-up and is still compiling.
+    pub fn is_loading(&self, name: &str) -> bool {
+        self.pending_set().contains(name)
+    }
+
+    /// Whether every plugin found at start-up has been loaded (or failed to).
+    pub fn is_ready(&self) -> bool {
+        self.pending_set().is_empty()
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, Arc<super::Plugin>> {
+        self.router().registry().plugins().map(|p| (p.name.clone(), p.clone())).collect()
+    }
+
+    fn publish(&self, plugins: BTreeMap<String, Arc<super::Plugin>>) {
+        self.current.store(Arc::new(Router::new(Registry { plugins })));
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// The current snapshot; hold it for the duration of one request.
@@ -104,14 +160,10 @@ impl LiveRegistry {
     /// components, drop removed ones, keep the rest as they are.
     pub async fn reload(&self) -> anyhow::Result<Reload> {
         let _one_at_a_time = self.reloading.lock().await;
-        let old = self.router();
         let mut report = Reload::default();
-        let mut plugins: BTreeMap<String, Arc<super::Plugin>> =
-            old.registry().plugins().map(|p| (p.name.clone(), p.clone())).collect();
+        let mut plugins = self.snapshot();
         let files = component_files(&self.dir)?;
-        let present: Vec<String> = (files.iter())
-            .filter_map(|f| f.file_stem().and_then(|s| s.to_str()).map(str::to_string))
-            .collect();
+        let present: Vec<String> = files.iter().filter_map(|f| stem(f)).collect();
         for name in plugins.keys().filter(|n| !present.contains(n)).cloned().collect::<Vec<_>>() {
             plugins.remove(&name);
             report.removed.push(name);
@@ -140,8 +192,7 @@ impl LiveRegistry {
         }
         if report.changed() {
             tracing::info!(added = ?report.added, replaced = ?report.replaced, removed = ?report.removed, "plugins reloaded");
-            self.current.store(Arc::new(Router::new(Registry { plugins })));
-            self.generation.send_modify(|g| *g += 1);
+            self.publish(plugins);
         }
         Ok(report)
     }
@@ -174,5 +225,10 @@ fn present_plugin<'a>(
     plugins: &'a BTreeMap<String, Arc<super::Plugin>>,
     path: &Path,
 ) -> Option<&'a Arc<super::Plugin>> {
-    plugins.get(path.file_stem()?.to_str()?)
+    plugins.get(&stem(path)?)
+}
+
+/// The plugin name a component file gives: its file stem.
+fn stem(path: &Path) -> Option<String> {
+    path.file_stem()?.to_str().map(str::to_string)
 }

@@ -1,0 +1,115 @@
+//! Prometheus metrics: tool calls by outcome, latency, fuel, memory high-water,
+//! in-flight calls and HTTP requests, rendered in the text exposition format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::runtime::sandbox::Traced;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    plugin: String,
+    tool: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    plugin: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: u16,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<ToolLabels, Histogram>,
+    fuel: Family<ToolLabels, Counter>,
+    memory_peak: Family<PluginLabels, Gauge<u64, AtomicU64>>,
+    in_flight: Gauge,
+    http: Family<HttpLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("autoglm");
+        let calls = Family::<CallLabels, Counter>::default();
+        // 10 us to ~20 s: sandboxed calls are microseconds, hostile ones hit seconds-long deadlines.
+        let latency = Family::<ToolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00001, 4.0, 12))
+        });
+        let fuel = Family::<ToolLabels, Counter>::default();
+        let memory_peak = Family::<PluginLabels, Gauge<u64, AtomicU64>>::default();
+        let in_flight = Gauge::default();
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register("tool_calls", "Tool calls by plugin, tool and outcome kind", calls.clone());
+        registry.register("tool_call_seconds", "Tool call latency, queueing included", latency.clone());
+        registry.register("tool_fuel", "Fuel consumed by tool calls", fuel.clone());
+        registry.register("plugin_memory_peak_bytes", "Largest guest memory seen per plugin", memory_peak.clone());
+        registry.register("tool_calls_in_flight", "Tool calls running or queued now", in_flight.clone());
+        registry.register("http_requests", "HTTP requests by route and status", http.clone());
+        Self { registry, calls, latency, fuel, memory_peak, in_flight, http }
+    }
+}
+
+/// Decrements the in-flight gauge when the call ends, however it ends.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Count a call as in flight until the returned guard drops.
+    pub fn start_call(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// Record a finished call of `plugin.tool`.
+    pub fn record_call<T>(&self, plugin: &str, tool: &str, traced: &Traced<T>) {
+        let outcome = match &traced.outcome {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.kind.as_str().to_string(),
+        };
+        let tool_labels = ToolLabels { plugin: plugin.to_string(), tool: tool.to_string() };
+        self.calls.get_or_create(&CallLabels { plugin: plugin.into(), tool: tool.into(), outcome }).inc();
+        self.latency.get_or_create(&tool_labels).observe(traced.elapsed.as_secs_f64());
+        self.fuel.get_or_create(&tool_labels).inc_by(traced.usage.fuel);
+        let peak = self.memory_peak.get_or_create(&PluginLabels { plugin: plugin.to_string() });
+        let memory = traced.usage.memory_bytes as u64;
+        peak.inner().fetch_max(memory, Ordering::Relaxed);
+    }
+
+    /// Record an HTTP request answered with `status` on `route`.
+    pub fn record_http(&self, route: &str, status: u16) {
+        self.http.get_or_create(&HttpLabels { route: route.to_string(), status }).inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

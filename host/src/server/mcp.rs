@@ -1,0 +1,403 @@
+//! MCP (Model Context Protocol) over Streamable HTTP at `/mcp` and over stdio.
+//!
+//! Revisions 2025-06-18 and 2025-11-25 use `initialize` and an optional session
+//! (`Mcp-Session-Id`) with a GET stream for `notifications/tools/list_changed`.
+//! The stateless 2026-07-28 revision uses `server/discover`, needs no session,
+//! and delivers list changes on a `subscriptions/listen` stream. The server keeps
+//! no per-session state that a request depends on, so both work side by side.
+//!
+//! JSON-RPC errors are answered with HTTP 200: the 1.x Python client drops the
+//! whole connection on any other 4xx/5xx than 404.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::access::Admitted;
+use super::{AppState, Body, Problem, full, json_response, read_body, run_tool, sse_response};
+use crate::error::{CallError, ErrorKind};
+use crate::runtime::bindings::Hints;
+
+/// Revisions served with `initialize` and sessions.
+pub const SESSION_REVISIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
+/// The stateless revision.
+pub const STATELESS_REVISION: &str = "2026-07-28";
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// Live sessions of the session-based revisions, and their cancellable requests.
+#[derive(Default)]
+pub struct Sessions {
+    sessions: Mutex<HashMap<String, Cancels>>,
+}
+
+/// In-flight requests that `notifications/cancelled` can stop, by request id.
+#[derive(Default)]
+pub struct Cancels {
+    pending: HashMap<String, oneshot::Sender<()>>,
+}
+
+/// Where a message came from: its session (if any) and revision.
+pub struct Context<'a> {
+    /// The session id of a session-based client.
+    pub session: Option<&'a str>,
+    /// Whether the request speaks the stateless revision.
+    pub stateless: bool,
+}
+
+impl Sessions {
+    /// Open a session (for `initialize`, or one per stdio connection).
+    pub fn create(&self) -> String {
+        let id = format!("{:032x}", rand_u128());
+        self.lock().insert(id.clone(), Cancels::default());
+        id
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cancels>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register request `id` of `session` as cancellable; the receiver fires on cancel.
+    pub(crate) fn track(&self, session: Option<&str>, id: &Value) -> Option<oneshot::Receiver<()>> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().get_mut(session?)?.pending.insert(id.to_string(), tx);
+        Some(rx)
+    }
+
+    pub(crate) fn untrack(&self, session: Option<&str>, id: &Value) {
+        if let Some(cancels) = session.and_then(|s| self.lock().get_mut(s).map(|c| c.pending.remove(&id.to_string()))) {
+            drop(cancels);
+        }
+    }
+
+    pub(crate) fn cancel(&self, session: Option<&str>, id: &Value) {
+        let sender = session.and_then(|s| self.lock().get_mut(s)?.pending.remove(&id.to_string()));
+        if let Some(sender) = sender {
+            let _ = sender.send(());
+        }
+    }
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    // Two independently seeded SipHash states: unguessable without a rand dependency.
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(a.finish());
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// Handle an HTTP request to `/mcp`.
+pub async fn http(state: &AppState, admitted: Admitted, request: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let session = header_str(&request, SESSION_HEADER).map(str::to_string);
+    if let Some(id) = &session
+        && !state.mcp.exists(id)
+    {
+        // The spec's answer to an unknown or ended session: start a new one.
+        return Ok(json_response(StatusCode::NOT_FOUND, &error_response(Value::Null, -32600, "unknown or expired MCP session; initialize again")));
+    }
+    match request.method().clone() {
+        Method::GET => match session {
+            Some(_) => Ok(list_changed_stream(state, None)),
+            None => Ok(Response::builder()
+                .status(StatusCode::METHOD_NOT_ALLOWED)
+                .header(header::ALLOW, "POST, DELETE")
+                .body(full("this server streams notifications to sessions only"))
+                .expect("static headers are valid")),
+        },
+        Method::DELETE => match session {
+            Some(id) if state.mcp.remove(&id) => {
+                Ok(Response::builder().status(StatusCode::NO_CONTENT).body(full("")).expect("valid"))
+            }
+            _ => Err(CallError::new(ErrorKind::BadRequest, "DELETE /mcp needs an Mcp-Session-Id header").into()),
+        },
+        Method::POST => {
+            let header_version = header_str(&request, VERSION_HEADER).map(str::to_string);
+            let body = read_body(state, request).await?;
+            let message: Value = match serde_json::from_slice(&body) {
+                Ok(message) => message,
+                Err(e) => return Ok(json_response(StatusCode::OK, &error_response(Value::Null, -32700, &format!("parse error: {e}")))),
+            };
+            post(state, &admitted, session.as_deref(), header_version.as_deref(), message).await
+        }
+        _ => Err(CallError::new(ErrorKind::NotFound, "MCP accepts POST, GET and DELETE").into()),
+    }
+}
+
+async fn post(
+    state: &AppState,
+    admitted: &Admitted,
+    session: Option<&str>,
+    header_version: Option<&str>,
+    message: Value,
+) -> Result<Response<Body>, Problem> {
+    let Some(object) = message.as_object() else {
+        return Ok(json_response(StatusCode::OK, &error_response(Value::Null, -32600, "send one JSON-RPC message per request (batches are not supported)")));
+    };
+    let method = object.get("method").and_then(Value::as_str).unwrap_or_default();
+    let meta_version = message.pointer(&format!("/params/_meta/{}", META_VERSION.replace('/', "~1")));
+    let stateless = header_version == Some(STATELESS_REVISION) || meta_version.and_then(Value::as_str) == Some(STATELESS_REVISION);
+    if let Some(version) = header_version
+        && version != STATELESS_REVISION
+        && !SESSION_REVISIONS.contains(&version)
+        && method != "initialize"
+    {
+        let id = object.get("id").cloned().unwrap_or(Value::Null);
+        let mut error = error_response(id, -32022, &format!("unsupported protocol version {version}"));
+        error["error"]["data"] = json!({"supported": supported_versions(), "requested": version});
+        return Ok(json_response(StatusCode::OK, &error));
+    }
+    let Some(id) = object.get("id").cloned() else {
+        // A notification or a response: nothing to answer.
+        if method == "notifications/cancelled"
+            && let Some(request) = message.pointer("/params/requestId")
+        {
+            state.mcp.cancel(session, request);
+        }
+        return Ok(Response::builder().status(StatusCode::ACCEPTED).body(full("")).expect("valid"));
+    };
+    if method == "subscriptions/listen" {
+        return Ok(listen(state, id, &message));
+    }
+    let new_session = (method == "initialize").then(|| state.mcp.create());
+    let context = Context { session: new_session.as_deref().or(session), stateless };
+    let answer = respond_cancellable(state, admitted, &context, id, &message).await;
+    let mut response = json_response(StatusCode::OK, &answer);
+    if let Some(session) = new_session
+        && let Ok(value) = header::HeaderValue::from_str(&session)
+    {
+        response.headers_mut().insert(SESSION_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// [`respond`], stopped early (answering -32800) when the client sends
+/// `notifications/cancelled` for this request in the same session.
+pub async fn respond_cancellable(
+    state: &AppState,
+    admitted: &Admitted,
+    context: &Context<'_>,
+    id: Value,
+    message: &Value,
+) -> Value {
+    let cancelled = state.mcp.track(context.session, &id);
+    let answer = match cancelled {
+        Some(cancelled) => tokio::select! {
+            answer = respond(state, admitted, context, id.clone(), message) => answer,
+            _ = cancelled => error_response(id.clone(), -32800, "request cancelled"),
+        },
+        None => respond(state, admitted, context, id.clone(), message).await,
+    };
+    state.mcp.untrack(context.session, &id);
+    answer
+}
+
+/// Answer one JSON-RPC request (any transport).
+pub async fn respond(state: &AppState, admitted: &Admitted, context: &Context<'_>, id: Value, message: &Value) -> Value {
+    let method = message["method"].as_str().unwrap_or_default();
+    let params = &message["params"];
+    let result = match method {
+        "initialize" => {
+            let asked = params["protocolVersion"].as_str().unwrap_or_default();
+            let version = if SESSION_REVISIONS.contains(&asked) { asked } else { SESSION_REVISIONS[1] };
+            Ok(json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": true}},
+                "serverInfo": server_info(),
+                "instructions": "Tools run in per-call WebAssembly sandboxes; names are plugin.tool.",
+            }))
+        }
+        "server/discover" => Ok(json!({
+            "supportedVersions": [STATELESS_REVISION],
+            "capabilities": {"tools": {"listChanged": true}},
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
+        })),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(list_tools(state, admitted, context.stateless)),
+        "tools/call" => call_tool(state, admitted, params).await,
+        "" => Err((-32600, "the message has no method".to_string())),
+        other => Err((-32601, format!("method not found: {other}"))),
+    };
+    match result {
+        Ok(mut result) => {
+            if context.stateless && let Some(object) = result.as_object_mut() {
+                object.insert("resultType".into(), json!("complete"));
+            }
+            json!({"jsonrpc": "2.0", "id": id, "result": result})
+        }
+        Err((code, message)) => error_response(id, code, &message),
+    }
+}
+
+fn list_tools(state: &AppState, admitted: &Admitted, stateless: bool) -> Value {
+    let router = state.plugins.router();
+    let tools: Vec<Value> = (router.targets().iter())
+        .filter(|t| admitted.client.may_call(&t.id()))
+        .map(|t| {
+            let tool = t.tool();
+            let mut entry = json!({
+                "name": t.id(),
+                "description": tool.spec.description,
+                "inputSchema": tool.input_schema,
+                "annotations": annotations(tool.spec.hints),
+            });
+            if let Some(schema) = &tool.output_schema {
+                entry["outputSchema"] = object_schema(schema);
+            }
+            entry
+        })
+        .collect();
+    let mut result = json!({ "tools": tools });
+    if stateless {
+        result["ttlMs"] = json!(0);
+        result["cacheScope"] = json!("private");
+    }
+    result
+}
+
+async fn call_tool(state: &AppState, admitted: &Admitted, params: &Value) -> Result<Value, (i64, String)> {
+    let Some(name) = params["name"].as_str() else {
+        return Err((-32602, "tools/call needs a `name`".into()));
+    };
+    let args = match &params["arguments"] {
+        Value::Null => json!({}),
+        args => args.clone(),
+    };
+    match run_tool(state, admitted, name, &args).await.outcome {
+        Ok(value) => {
+            let text = match &value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let structured = match value {
+                Value::Object(_) => value,
+                other => json!({ "result": other }),
+            };
+            Ok(json!({
+                "content": [{"type": "text", "text": text}],
+                "structuredContent": structured,
+                "isError": false,
+            }))
+        }
+        Err(error) if matches!(error.kind, ErrorKind::UnknownTool | ErrorKind::AmbiguousTool) => {
+            Err((-32602, error.message))
+        }
+        // Bad arguments and tool failures go back as results so the model can correct itself.
+        Err(error) => Ok(json!({
+            "content": [{"type": "text", "text": format!("{}: {}", error.kind, error.message)}],
+            "isError": true,
+        })),
+    }
+}
+
+/// MCP wants object schemas for outputs: other results are wrapped as `{"result": value}`.
+fn object_schema(schema: &Value) -> Value {
+    if schema["type"] == "object" {
+        return schema.clone();
+    }
+    let mut inner = schema.clone();
+    if let Some(object) = inner.as_object_mut() {
+        object.remove("$schema");
+    }
+    json!({"type": "object", "properties": {"result": inner}, "required": ["result"]})
+}
+
+/// The WIT hints as MCP tool annotations (every hint explicit: MCP's defaults
+/// assume destructive, open-world tools).
+pub fn annotations(hints: Hints) -> Value {
+    json!({
+        "readOnlyHint": hints.contains(Hints::READ_ONLY),
+        "destructiveHint": hints.contains(Hints::DESTRUCTIVE),
+        "idempotentHint": hints.contains(Hints::IDEMPOTENT),
+        "openWorldHint": hints.contains(Hints::OPEN_WORLD),
+    })
+}
+
+fn server_info() -> Value {
+    json!({"name": "autoglm", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn supported_versions() -> Vec<&'static str> {
+    let mut versions = SESSION_REVISIONS.to_vec();
+    versions.push(STATELESS_REVISION);
+    versions
+}
+
+/// A JSON-RPC error response.
+pub fn error_response(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// `subscriptions/listen` (stateless revision): acknowledge, then one
+/// `notifications/tools/list_changed` per change, until the client leaves.
+fn listen(state: &AppState, id: Value, message: &Value) -> Response<Body> {
+    let wanted = message.pointer("/params/notifications/toolsListChanged").and_then(Value::as_bool).unwrap_or(false);
+    let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
+    let ack = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/subscriptions/acknowledged",
+        "params": {"_meta": meta, "notifications": {"toolsListChanged": wanted}},
+    });
+    list_changed_stream(state, Some((ack, meta)))
+}
+
+/// A stream that sends `first` (if any) and then a list-changed notification on
+/// every change of the tool set, ending when the server stops.
+fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -> Response<Body> {
+    let (tx, rx) = mpsc::channel(16);
+    let mut changes = state.plugins.changes();
+    let mut stopping = state.stopping.subscribe();
+    let params = match &subscription {
+        Some((_, meta)) => json!({"_meta": meta}),
+        None => json!({}),
+    };
+    let first = subscription.map(|(ack, _)| ack.to_string());
+    tokio::spawn(async move {
+        if let Some(first) = first
+            && tx.send(first).await.is_err()
+        {
+            return;
+        }
+        changes.mark_unchanged();
+        let notification = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": params}).to_string();
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() || tx.send(notification.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                // `stopping` only ever turns true.
+                _ = stopping.changed() => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    sse_response(rx)
+}
+
+fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `_meta`-free params, for the stdio transport's notifications.
+pub fn notification(method: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": method, "params": Map::new()})
+}

@@ -1,0 +1,85 @@
+//! MCP over stdio for desktop clients: one JSON-RPC message per line on stdin,
+//! answers and notifications one per line on stdout. Requests run concurrently,
+//! so `notifications/cancelled` can stop one that is still running.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::AppState;
+use super::mcp::{Context, STATELESS_REVISION, error_response, notification, respond_cancellable};
+
+/// Serve MCP on this process's stdin and stdout until stdin closes.
+pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
+    let admitted = Arc::new(
+        state.access.admit(None).map_err(|r| anyhow::anyhow!("{}", r.error.message))?,
+    );
+    let session = state.mcp.create();
+    let (out, mut outgoing) = mpsc::channel::<String>(64);
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = outgoing.recv().await {
+            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.write_all(b"\n").await.is_err() {
+                break;
+            }
+            let _ = stdout.flush().await;
+        }
+    });
+    // Tell the client when the tool set changes (session revisions expect it unasked).
+    let mut changes = state.plugins.changes();
+    let notify = out.clone();
+    let watcher = tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let line = notification("notifications/tools/list_changed").to_string();
+            if notify.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(message) => message,
+            Err(e) => {
+                let _ = out.send(error_response(Value::Null, -32700, &format!("parse error: {e}")).to_string()).await;
+                continue;
+            }
+        };
+        let Some(id) = message.get("id").cloned() else {
+            if message["method"] == "notifications/cancelled"
+                && let Some(request) = message.pointer("/params/requestId")
+            {
+                state.mcp.cancel(Some(&session), request);
+            }
+            continue;
+        };
+        if message["method"] == "subscriptions/listen" {
+            let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
+            let ack = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/subscriptions/acknowledged",
+                "params": {"_meta": meta, "notifications": {"toolsListChanged": true}},
+            });
+            let _ = out.send(ack.to_string()).await;
+            continue;
+        }
+        let (state, admitted, out, session) = (state.clone(), admitted.clone(), out.clone(), session.clone());
+        tokio::spawn(async move {
+            let stateless = message.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+                == Some(&json!(STATELESS_REVISION));
+            let context = Context { session: Some(&session), stateless };
+            let answer = respond_cancellable(&state, &admitted, &context, id, &message).await;
+            let _ = out.send(answer.to_string()).await;
+        });
+    }
+    watcher.abort();
+    drop(out);
+    let _ = writer.await;
+    Ok(())
+}
