@@ -26,13 +26,20 @@ test-plugins:
     mkdir -p target/test-plugins
     for p in hostile incompatible; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
 
+# Virtual environments with the real MCP (2.x and 1.x) and OpenAI clients, pinned.
+python-env:
+    tests/python/ensure-venv target/py/v2 tests/python/requirements-v2.txt
+    tests/python/ensure-venv target/py/v1 tests/python/requirements-v1.txt
+
 # Serve the tools over HTTP with the sample plugins.
 serve *ARGS: plugins
     cargo run --release -p autoglm-host -- serve {{ ARGS }}
 
-# Run every test: unit tests, plugin tests and the host's integration tests.
-test: plugins test-plugins
+# Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
+test: plugins test-plugins python-env
     cargo test --workspace --no-fail-fast
+    target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
+    target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
 # Run the benchmarks.
 bench:

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use autoglm_host::config::Config;
 use autoglm_host::registry::{LiveRegistry, Watch, load_plugin};
-use autoglm_host::server::AppState;
 use autoglm_host::router::Router;
 use autoglm_host::runtime::Runtime;
+use autoglm_host::server::AppState;
 use autoglm_host::{DEFAULT_PLUGINS_DIR, open};
 
 #[derive(Parser)]
@@ -170,7 +170,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.addr))?;
             let local = listener.local_addr()?;
-            let state = Arc::new(AppState::new(plugins.clone(), settings, local.ip().is_loopback())?);
+            let state =
+                Arc::new(AppState::new(plugins.clone(), settings, local.ip().is_loopback())?);
             eprintln!(
                 "autoglm: listening on http://{local} (plugins from {}; MCP at /mcp, tools at /v1/tools)",
                 plugins.dir().display()
@@ -268,14 +269,15 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -59,11 +59,27 @@ impl Default for Metrics {
         let memory_peak = Family::<PluginLabels, Gauge<u64, AtomicU64>>::default();
         let in_flight = Gauge::default();
         let http = Family::<HttpLabels, Counter>::default();
-        registry.register("tool_calls", "Tool calls by plugin, tool and outcome kind", calls.clone());
-        registry.register("tool_call_seconds", "Tool call latency, queueing included", latency.clone());
+        registry.register(
+            "tool_calls",
+            "Tool calls by plugin, tool and outcome kind",
+            calls.clone(),
+        );
+        registry.register(
+            "tool_call_seconds",
+            "Tool call latency, queueing included",
+            latency.clone(),
+        );
         registry.register("tool_fuel", "Fuel consumed by tool calls", fuel.clone());
-        registry.register("plugin_memory_peak_bytes", "Largest guest memory seen per plugin", memory_peak.clone());
-        registry.register("tool_calls_in_flight", "Tool calls running or queued now", in_flight.clone());
+        registry.register(
+            "plugin_memory_peak_bytes",
+            "Largest guest memory seen per plugin",
+            memory_peak.clone(),
+        );
+        registry.register(
+            "tool_calls_in_flight",
+            "Tool calls running or queued now",
+            in_flight.clone(),
+        );
         registry.register("http_requests", "HTTP requests by route and status", http.clone());
         Self { registry, calls, latency, fuel, memory_peak, in_flight, http }
     }
@@ -92,7 +108,9 @@ impl Metrics {
             Err(e) => e.kind.as_str().to_string(),
         };
         let tool_labels = ToolLabels { plugin: plugin.to_string(), tool: tool.to_string() };
-        self.calls.get_or_create(&CallLabels { plugin: plugin.into(), tool: tool.into(), outcome }).inc();
+        self.calls
+            .get_or_create(&CallLabels { plugin: plugin.into(), tool: tool.into(), outcome })
+            .inc();
         self.latency.get_or_create(&tool_labels).observe(traced.elapsed.as_secs_f64());
         self.fuel.get_or_create(&tool_labels).inc_by(traced.usage.fuel);
         let peak = self.memory_peak.get_or_create(&PluginLabels { plugin: plugin.to_string() });

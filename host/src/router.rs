@@ -114,7 +114,8 @@ impl Router {
     /// [`Router::call`], also reporting the fuel, memory and time the call used.
     pub async fn call_traced(&self, name: &str, args: &Value) -> Traced<Value> {
         let started = std::time::Instant::now();
-        let untraced = |outcome| Traced { outcome, usage: Usage::default(), elapsed: started.elapsed() };
+        let untraced =
+            |outcome| Traced { outcome, usage: Usage::default(), elapsed: started.elapsed() };
         let target = match self.resolve(name) {
             Ok(target) => target,
             Err(error) => return untraced(Err(error)),
@@ -132,7 +133,10 @@ impl Router {
         let traced = plugin.sandbox.call(&tool.spec, &args.to_string()).await;
         let outcome = traced.outcome.and_then(|text| {
             serde_json::from_str(&text).map_err(|e| {
-                at(CallError::new(ErrorKind::ToolError, format!("the tool returned invalid JSON: {e}")))
+                at(CallError::new(
+                    ErrorKind::ToolError,
+                    format!("the tool returned invalid JSON: {e}"),
+                ))
             })
         });
         Traced { outcome, usage: traced.usage, elapsed: started.elapsed() }

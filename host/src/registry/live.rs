@@ -82,7 +82,11 @@ impl LiveRegistry {
     /// Start with no plugins and load the directory's components in the background,
     /// each one serving as soon as it is compiled. Until then [`LiveRegistry::is_loading`]
     /// says so, and [`LiveRegistry::is_ready`] is false.
-    pub fn open_in_background(runtime: Runtime, config: Config, dir: PathBuf) -> anyhow::Result<Arc<Self>> {
+    pub fn open_in_background(
+        runtime: Runtime,
+        config: Config,
+        dir: PathBuf,
+    ) -> anyhow::Result<Arc<Self>> {
         let files = component_files(&dir)?;
         let live = Self::with(runtime, config, dir, Registry::default());
         *live.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
@@ -96,7 +100,9 @@ impl LiveRegistry {
                         plugins.insert(plugin.name.clone(), Arc::new(plugin));
                         loader.publish(plugins);
                     }
-                    Err(error) => tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}"),
+                    Err(error) => {
+                        tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}")
+                    }
                 }
                 if let Some(name) = stem(&path) {
                     loader.pending_set().remove(&name);

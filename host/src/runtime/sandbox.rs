@@ -114,7 +114,12 @@ impl Sandbox {
         Traced { outcome, usage, elapsed: started.elapsed() }
     }
 
-    async fn call_in(&self, tool: &ToolSpec, args: &str, usage: &mut Usage) -> Result<String, CallError> {
+    async fn call_in(
+        &self,
+        tool: &ToolSpec,
+        args: &str,
+        usage: &mut Usage,
+    ) -> Result<String, CallError> {
         let name = tool.name.as_str();
         let full = self.full_dirs();
         if let Some((dir, quota, used)) = (full.iter()).find(|(d, ..)| {

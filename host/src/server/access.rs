@@ -58,14 +58,21 @@ impl Access {
             let token = match (&key.token, &key.token_env) {
                 (Some(token), None) => token.clone(),
                 (None, Some(var)) => std::env::var(var).map_err(|_| {
-                    anyhow::anyhow!("[[server.keys]] `{}`: environment variable {var} is not set", key.name)
+                    anyhow::anyhow!(
+                        "[[server.keys]] `{}`: environment variable {var} is not set",
+                        key.name
+                    )
                 })?,
-                _ => anyhow::bail!("[[server.keys]] `{}`: set exactly one of token or token_env", key.name),
+                _ => anyhow::bail!(
+                    "[[server.keys]] `{}`: set exactly one of token or token_env",
+                    key.name
+                ),
             };
             keys.push(Arc::new(Client::new(key, Some(token), settings)));
         }
         if let Ok(tokens) = std::env::var(API_KEYS_ENV) {
-            for (i, token) in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()).enumerate() {
+            for (i, token) in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()).enumerate()
+            {
                 let key = ApiKeyConfig {
                     name: format!("env-{i}"),
                     token: None,
@@ -117,7 +124,11 @@ impl Access {
             Some(everyone) => everyone.clone(),
             None => {
                 let token = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
-                let found = token.and_then(|t| self.keys.iter().find(|k| k.token.as_deref().is_some_and(|own| constant_time_eq(own, t))));
+                let found = token.and_then(|t| {
+                    self.keys
+                        .iter()
+                        .find(|k| k.token.as_deref().is_some_and(|own| constant_time_eq(own, t)))
+                });
                 found.cloned().ok_or_else(|| Refusal {
                     error: CallError::new(
                         ErrorKind::Unauthorized,
@@ -218,7 +229,10 @@ mod tests {
 
     #[test]
     fn origins_allow_loopback_and_the_configured_ones() {
-        let settings = ServerSettings { allowed_origins: vec!["https://app.example.com".into()], ..Default::default() };
+        let settings = ServerSettings {
+            allowed_origins: vec!["https://app.example.com".into()],
+            ..Default::default()
+        };
         let access = Access::new(&settings, true).unwrap();
         assert!(access.origin_allowed(None));
         assert!(access.origin_allowed(Some("http://localhost:3000")));

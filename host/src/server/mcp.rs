@@ -79,7 +79,9 @@ impl Sessions {
     }
 
     pub(crate) fn untrack(&self, session: Option<&str>, id: &Value) {
-        if let Some(cancels) = session.and_then(|s| self.lock().get_mut(s).map(|c| c.pending.remove(&id.to_string()))) {
+        if let Some(cancels) =
+            session.and_then(|s| self.lock().get_mut(s).map(|c| c.pending.remove(&id.to_string())))
+        {
             drop(cancels);
         }
     }
@@ -96,20 +98,36 @@ fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     // Two independently seeded SipHash states: unguessable without a rand dependency.
     let mut a = std::collections::hash_map::RandomState::new().build_hasher();
-    a.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    a.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     let mut b = std::collections::hash_map::RandomState::new().build_hasher();
     b.write_u64(a.finish());
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
 /// Handle an HTTP request to `/mcp`.
-pub async fn http(state: &AppState, admitted: Admitted, request: Request<Incoming>) -> Result<Response<Body>, Problem> {
+pub async fn http(
+    state: &AppState,
+    admitted: Admitted,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
     let session = header_str(&request, SESSION_HEADER).map(str::to_string);
     if let Some(id) = &session
         && !state.mcp.exists(id)
     {
         // The spec's answer to an unknown or ended session: start a new one.
-        return Ok(json_response(StatusCode::NOT_FOUND, &error_response(Value::Null, -32600, "unknown or expired MCP session; initialize again")));
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            &error_response(
+                Value::Null,
+                -32600,
+                "unknown or expired MCP session; initialize again",
+            ),
+        ));
     }
     match request.method().clone() {
         Method::GET => match session {
@@ -121,17 +139,27 @@ pub async fn http(state: &AppState, admitted: Admitted, request: Request<Incomin
                 .expect("static headers are valid")),
         },
         Method::DELETE => match session {
-            Some(id) if state.mcp.remove(&id) => {
-                Ok(Response::builder().status(StatusCode::NO_CONTENT).body(full("")).expect("valid"))
-            }
-            _ => Err(CallError::new(ErrorKind::BadRequest, "DELETE /mcp needs an Mcp-Session-Id header").into()),
+            Some(id) if state.mcp.remove(&id) => Ok(Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(full(""))
+                .expect("valid")),
+            _ => Err(CallError::new(
+                ErrorKind::BadRequest,
+                "DELETE /mcp needs an Mcp-Session-Id header",
+            )
+            .into()),
         },
         Method::POST => {
             let header_version = header_str(&request, VERSION_HEADER).map(str::to_string);
             let body = read_body(state, request).await?;
             let message: Value = match serde_json::from_slice(&body) {
                 Ok(message) => message,
-                Err(e) => return Ok(json_response(StatusCode::OK, &error_response(Value::Null, -32700, &format!("parse error: {e}")))),
+                Err(e) => {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &error_response(Value::Null, -32700, &format!("parse error: {e}")),
+                    ));
+                }
             };
             post(state, &admitted, session.as_deref(), header_version.as_deref(), message).await
         }
@@ -147,18 +175,28 @@ async fn post(
     message: Value,
 ) -> Result<Response<Body>, Problem> {
     let Some(object) = message.as_object() else {
-        return Ok(json_response(StatusCode::OK, &error_response(Value::Null, -32600, "send one JSON-RPC message per request (batches are not supported)")));
+        return Ok(json_response(
+            StatusCode::OK,
+            &error_response(
+                Value::Null,
+                -32600,
+                "send one JSON-RPC message per request (batches are not supported)",
+            ),
+        ));
     };
     let method = object.get("method").and_then(Value::as_str).unwrap_or_default();
-    let meta_version = message.pointer(&format!("/params/_meta/{}", META_VERSION.replace('/', "~1")));
-    let stateless = header_version == Some(STATELESS_REVISION) || meta_version.and_then(Value::as_str) == Some(STATELESS_REVISION);
+    let meta_version =
+        message.pointer(&format!("/params/_meta/{}", META_VERSION.replace('/', "~1")));
+    let stateless = header_version == Some(STATELESS_REVISION)
+        || meta_version.and_then(Value::as_str) == Some(STATELESS_REVISION);
     if let Some(version) = header_version
         && version != STATELESS_REVISION
         && !SESSION_REVISIONS.contains(&version)
         && method != "initialize"
     {
         let id = object.get("id").cloned().unwrap_or(Value::Null);
-        let mut error = error_response(id, -32022, &format!("unsupported protocol version {version}"));
+        let mut error =
+            error_response(id, -32022, &format!("unsupported protocol version {version}"));
         error["error"]["data"] = json!({"supported": supported_versions(), "requested": version});
         return Ok(json_response(StatusCode::OK, &error));
     }
@@ -208,13 +246,20 @@ pub async fn respond_cancellable(
 }
 
 /// Answer one JSON-RPC request (any transport).
-pub async fn respond(state: &AppState, admitted: &Admitted, context: &Context<'_>, id: Value, message: &Value) -> Value {
+pub async fn respond(
+    state: &AppState,
+    admitted: &Admitted,
+    context: &Context<'_>,
+    id: Value,
+    message: &Value,
+) -> Value {
     let method = message["method"].as_str().unwrap_or_default();
     let params = &message["params"];
     let result = match method {
         "initialize" => {
             let asked = params["protocolVersion"].as_str().unwrap_or_default();
-            let version = if SESSION_REVISIONS.contains(&asked) { asked } else { SESSION_REVISIONS[1] };
+            let version =
+                if SESSION_REVISIONS.contains(&asked) { asked } else { SESSION_REVISIONS[1] };
             Ok(json!({
                 "protocolVersion": version,
                 "capabilities": {"tools": {"listChanged": true}},
@@ -237,7 +282,9 @@ pub async fn respond(state: &AppState, admitted: &Admitted, context: &Context<'_
     };
     match result {
         Ok(mut result) => {
-            if context.stateless && let Some(object) = result.as_object_mut() {
+            if context.stateless
+                && let Some(object) = result.as_object_mut()
+            {
                 object.insert("resultType".into(), json!("complete"));
             }
             json!({"jsonrpc": "2.0", "id": id, "result": result})
@@ -272,7 +319,11 @@ fn list_tools(state: &AppState, admitted: &Admitted, stateless: bool) -> Value {
     result
 }
 
-async fn call_tool(state: &AppState, admitted: &Admitted, params: &Value) -> Result<Value, (i64, String)> {
+async fn call_tool(
+    state: &AppState,
+    admitted: &Admitted,
+    params: &Value,
+) -> Result<Value, (i64, String)> {
     let Some(name) = params["name"].as_str() else {
         return Err((-32602, "tools/call needs a `name`".into()));
     };
@@ -348,7 +399,10 @@ pub fn error_response(id: Value, code: i64, message: &str) -> Value {
 /// `subscriptions/listen` (stateless revision): acknowledge, then one
 /// `notifications/tools/list_changed` per change, until the client leaves.
 fn listen(state: &AppState, id: Value, message: &Value) -> Response<Body> {
-    let wanted = message.pointer("/params/notifications/toolsListChanged").and_then(Value::as_bool).unwrap_or(false);
+    let wanted = message
+        .pointer("/params/notifications/toolsListChanged")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
     let ack = json!({
         "jsonrpc": "2.0",

@@ -54,7 +54,11 @@ pub struct AppState {
 impl AppState {
     /// State for serving `plugins` under `settings`; `loopback` says whether the
     /// listening address is local (keys are required otherwise).
-    pub fn new(plugins: Arc<LiveRegistry>, settings: ServerSettings, loopback: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        plugins: Arc<LiveRegistry>,
+        settings: ServerSettings,
+        loopback: bool,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             plugins,
             metrics: Metrics::default(),
@@ -107,12 +111,19 @@ pub async fn serve(
     let grace = Duration::from_millis(state.settings.shutdown_grace_ms);
     tracing::info!("shutting down: no new connections; draining in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time");
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "in-flight requests did not finish in time"
+        );
     }
     Ok(())
 }
 
-async fn handle(state: Arc<AppState>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let route = route_name(request.method(), request.uri().path());
     let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), %peer);
     let _enter = span.enter();
@@ -122,7 +133,10 @@ async fn handle(state: Arc<AppState>, peer: SocketAddr, request: Request<Incomin
         Ok(Err(refusal)) => refusal.into_response(),
         Err(_) => Problem::from(CallError::new(
             ErrorKind::Timeout,
-            format!("the request took longer than server.request_timeout_ms = {}", timeout.as_millis()),
+            format!(
+                "the request took longer than server.request_timeout_ms = {}",
+                timeout.as_millis()
+            ),
         ))
         .into_response(),
     };
@@ -150,18 +164,26 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
     if !state.access.origin_allowed(origin) {
         return Err(CallError::new(
             ErrorKind::ForbiddenOrigin,
-            format!("origin {} is not allowed; add it to server.allowed_origins", origin.unwrap_or("")),
+            format!(
+                "origin {} is not allowed; add it to server.allowed_origins",
+                origin.unwrap_or("")
+            ),
         )
         .into());
     }
     let path = request.uri().path().to_string();
     match (request.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (&Method::GET, "/healthz") => {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+        }
         (&Method::GET, "/readyz") => return Ok(readiness(state)),
         _ => {}
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let admitted = state.access.admit(authorization).map_err(|r| Problem { error: r.error, retry_after: r.retry_after })?;
+    let admitted = state
+        .access
+        .admit(authorization)
+        .map_err(|r| Problem { error: r.error, retry_after: r.retry_after })?;
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/metrics") => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
@@ -180,7 +202,11 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
             openai::chat(state, &admitted, body).await
         }
         (_, "/mcp") => mcp::http(state, admitted, request).await,
-        _ => Err(CallError::new(ErrorKind::NotFound, format!("no route for {} {path}", request.method())).into()),
+        _ => Err(CallError::new(
+            ErrorKind::NotFound,
+            format!("no route for {} {path}", request.method()),
+        )
+        .into()),
     }
 }
 
@@ -194,8 +220,9 @@ fn readiness(state: &AppState) -> Response<Body> {
 /// Read the whole body (up to the limit) and parse it as JSON.
 async fn read_json(state: &AppState, request: Request<Incoming>) -> Result<Value, Problem> {
     let bytes = read_body(state, request).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CallError::new(ErrorKind::BadRequest, format!("the body is not valid JSON: {e}")).into())
+    serde_json::from_slice(&bytes).map_err(|e| {
+        CallError::new(ErrorKind::BadRequest, format!("the body is not valid JSON: {e}")).into()
+    })
 }
 
 async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes, Problem> {
@@ -206,14 +233,21 @@ async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes
             format!("the body is over server.body_limit_bytes = {limit}"),
         ))
     };
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(CallError::new(ErrorKind::BadRequest, format!("cannot read the body: {e}")).into()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large())
+        }
+        Err(e) => {
+            Err(CallError::new(ErrorKind::BadRequest, format!("cannot read the body: {e}")).into())
+        }
     }
 }
 
@@ -225,20 +259,24 @@ pub struct Problem {
 
 impl From<CallError> for Problem {
     fn from(error: CallError) -> Self {
-        let retry_after = matches!(error.kind, ErrorKind::Overloaded | ErrorKind::RateLimited).then_some(1);
+        let retry_after =
+            matches!(error.kind, ErrorKind::Overloaded | ErrorKind::RateLimited).then_some(1);
         Self { error, retry_after }
     }
 }
 
 impl Problem {
     fn into_response(self) -> Response<Body> {
-        let status = StatusCode::from_u16(self.error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.error.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = json_response(status, &json!({ "error": self.error }));
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
         }
         if self.error.kind == ErrorKind::Unauthorized {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -261,8 +299,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A Server-Sent Events response fed by `events` (each item one `data:` payload).
 pub fn sse_response(events: tokio::sync::mpsc::Receiver<String>) -> Response<Body> {
     use tokio_stream::StreamExt;
-    let frames = tokio_stream::wrappers::ReceiverStream::new(events)
-        .map(|data| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("event: message\ndata: {data}\n\n")))));
+    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(|data| {
+        Ok::<_, Infallible>(Frame::data(Bytes::from(format!("event: message\ndata: {data}\n\n"))))
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -276,7 +315,11 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
@@ -297,7 +340,10 @@ fn check_allowed(admitted: &Admitted, id: &str) -> Result<(), CallError> {
     }
     Err(CallError::new(
         ErrorKind::PermissionDenied,
-        format!("API key `{}` may not call {id}; add it to the key's tools list", admitted.client.name),
+        format!(
+            "API key `{}` may not call {id}; add it to the key's tools list",
+            admitted.client.name
+        ),
     ))
 }
 
@@ -318,11 +364,17 @@ pub async fn run_tool(
     let target = match router.resolve(name) {
         Ok(target) => target,
         Err(error) => {
-            let plugin = name.split_once('.').or_else(|| name.split_once("__")).map(|(p, _)| p);
-            if let Some(plugin) = plugin.filter(|p| state.plugins.is_loading(p)) {
+            let still_loading = match name.split_once('.').or_else(|| name.split_once("__")) {
+                Some((plugin, _)) => state.plugins.is_loading(plugin),
+                // A bare name may belong to a plugin that has not finished compiling.
+                None => error.kind == ErrorKind::UnknownTool && !state.plugins.is_ready(),
+            };
+            if still_loading {
                 return refused(CallError::new(
                     ErrorKind::Loading,
-                    format!("plugin `{plugin}` is still being compiled; retry in a moment"),
+                    format!(
+                        "`{name}` is not available yet: plugins are still being compiled; retry in a moment"
+                    ),
                 ));
             }
             return refused(error);

@@ -16,9 +16,17 @@ pub fn models(_state: &AppState) -> Response<Body> {
 }
 
 /// Chat completions: needs an engine.
-pub async fn chat(_state: &AppState, _admitted: &Admitted, request: Value) -> Result<Response<Body>, Problem> {
+pub async fn chat(
+    _state: &AppState,
+    _admitted: &Admitted,
+    request: Value,
+) -> Result<Response<Body>, Problem> {
     if !request.is_object() || !request["messages"].is_array() {
-        return Err(CallError::new(ErrorKind::BadRequest, "the body must be an object with a `messages` array").into());
+        return Err(CallError::new(
+            ErrorKind::BadRequest,
+            "the body must be an object with a `messages` array",
+        )
+        .into());
     }
     Err(CallError::new(
         ErrorKind::EngineUnavailable,

@@ -13,15 +13,16 @@ use super::mcp::{Context, STATELESS_REVISION, error_response, notification, resp
 
 /// Serve MCP on this process's stdin and stdout until stdin closes.
 pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
-    let admitted = Arc::new(
-        state.access.admit(None).map_err(|r| anyhow::anyhow!("{}", r.error.message))?,
-    );
+    let admitted =
+        Arc::new(state.access.admit(None).map_err(|r| anyhow::anyhow!("{}", r.error.message))?);
     let session = state.mcp.create();
     let (out, mut outgoing) = mpsc::channel::<String>(64);
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = outgoing.recv().await {
-            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.write_all(b"\n").await.is_err() {
+            if stdout.write_all(line.as_bytes()).await.is_err()
+                || stdout.write_all(b"\n").await.is_err()
+            {
                 break;
             }
             let _ = stdout.flush().await;
@@ -47,7 +48,12 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
         let message: Value = match serde_json::from_str(&line) {
             Ok(message) => message,
             Err(e) => {
-                let _ = out.send(error_response(Value::Null, -32700, &format!("parse error: {e}")).to_string()).await;
+                let _ = out
+                    .send(
+                        error_response(Value::Null, -32700, &format!("parse error: {e}"))
+                            .to_string(),
+                    )
+                    .await;
                 continue;
             }
         };
@@ -69,9 +75,11 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
             let _ = out.send(ack.to_string()).await;
             continue;
         }
-        let (state, admitted, out, session) = (state.clone(), admitted.clone(), out.clone(), session.clone());
+        let (state, admitted, out, session) =
+            (state.clone(), admitted.clone(), out.clone(), session.clone());
         tokio::spawn(async move {
-            let stateless = message.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+            let stateless = message
+                .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
                 == Some(&json!(STATELESS_REVISION));
             let context = Context { session: Some(&session), stateless };
             let answer = respond_cancellable(&state, &admitted, &context, id, &message).await;

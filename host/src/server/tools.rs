@@ -50,7 +50,12 @@ fn describe(router: &Router, target: &Target) -> Value {
 }
 
 /// Call one tool with the request body as its arguments.
-pub async fn call(state: &AppState, admitted: &Admitted, name: &str, args: Value) -> Result<Response<Body>, Problem> {
+pub async fn call(
+    state: &AppState,
+    admitted: &Admitted,
+    name: &str,
+    args: Value,
+) -> Result<Response<Body>, Problem> {
     let traced = run_tool(state, admitted, name, &args).await;
     let result = traced.outcome?;
     Ok(json_response(

@@ -68,3 +68,105 @@ pub fn test_plugins_dir(names: &[&str]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A server on 127.0.0.1 over `dir`, in this process; stops when dropped.
+pub struct TestServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: std::net::SocketAddr,
+    /// The server's state, to inspect or to reload plugins.
+    pub state: Arc<autoglm_host::server::AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Resolves when the server has shut down.
+    pub stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Start serving the plugins in `dir` under `config` (plugins loaded before it returns).
+    pub async fn start(config: Config, dir: &Path) -> TestServer {
+        let (live, errors) = autoglm_host::open(&config, dir).await.unwrap();
+        assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(
+            autoglm_host::server::AppState::new(live, config.server.clone(), true).unwrap(),
+        );
+        let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+        let stopped = tokio::spawn(autoglm_host::server::serve(state.clone(), listener, async {
+            let _ = stopping.await;
+        }));
+        TestServer { addr, state, stop: Some(stop), stopped: Some(stopped) }
+    }
+
+    /// Begin a graceful shutdown.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Send one raw HTTP/1.1 request and read the whole response.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply { status, headers, body: body.to_string() }
+}

@@ -1,0 +1,42 @@
+"""The last 1.x MCP Python SDK against /mcp (Streamable HTTP, session revisions)."""
+
+import anyio
+import pytest
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def test_session_lists_calls_reports_bad_arguments_and_hears_of_new_plugins(server):
+    changed = anyio.Event()
+
+    async def on_message(message):
+        if isinstance(message, types.ServerNotification) and isinstance(message.root, types.ToolListChangedNotification):
+            changed.set()
+
+    async with streamable_http_client(server.url) as (read, write, _session_id):
+        async with ClientSession(read, write, message_handler=on_message) as session:
+            init = await session.initialize()
+            assert init.protocolVersion == "2025-11-25"
+            assert init.capabilities.tools.listChanged is True
+            tools = await session.list_tools()
+            assert sorted(t.name for t in tools.tools) == ["calculator.evaluate", "weather.get_weather"]
+
+            result = await session.call_tool("weather.get_weather", {"location": "Beijing"})
+            assert result.isError is False
+            assert result.structuredContent["city"] == "Beijing"
+
+            bad = await session.call_tool("calculator.evaluate", {"expression": ""})
+            assert bad.isError is True
+
+            await session.send_ping()
+            server.add_plugin("units")
+            with anyio.fail_after(30):
+                await changed.wait()
+            assert "units.convert" in [t.name for t in (await session.list_tools()).tools]
