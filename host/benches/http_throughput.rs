@@ -1,0 +1,134 @@
+//! Tool-call throughput and latency over HTTP at 1, 16 and 64 keep-alive
+//! connections, next to a hyper hello-world server measured in the same run with
+//! the same load generator. Prints a table with ratios; no pass/fail.
+//!
+//! Run with `cargo bench -p autoglm-host --bench http_throughput` after `just plugins`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autoglm_host::config::Config;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const DURATION: Duration = Duration::from_secs(3);
+
+/// Requests per second and latency percentiles of one run.
+struct Run {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// One keep-alive connection sending `request` back to back until `until`.
+async fn client(addr: SocketAddr, request: Arc<Vec<u8>>, until: Instant) -> Vec<Duration> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).ok();
+    let mut stream = BufReader::new(stream);
+    let mut latencies = Vec::new();
+    let mut head = Vec::new();
+    while Instant::now() < until {
+        let started = Instant::now();
+        stream.get_mut().write_all(&request).await.expect("write");
+        head.clear();
+        // Read the head byte by byte up to the blank line (BufReader keeps it cheap).
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.expect("read"));
+        }
+        let head_text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head_text.starts_with("http/1.1 200"), "{head_text}");
+        let length: usize = head_text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("content-length");
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.expect("body");
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+async fn load(addr: SocketAddr, request: &[u8], connections: usize) -> Run {
+    let request = Arc::new(request.to_vec());
+    let until = Instant::now() + DURATION;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(client(addr, request.clone(), until))).collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("client task"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort();
+    Run { rps: all.len() as f64 / seconds, p50: all[all.len() / 2], p99: all[all.len() * 99 / 100] }
+}
+
+async fn hello_world() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"result\":\"hello\"}"))))
+                });
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        let dir = tempfile::tempdir()?;
+        std::fs::copy(target.join("plugins/weather.wasm"), dir.path().join("weather.wasm"))
+            .map_err(|e| anyhow::anyhow!("{e}: run `just plugins` first"))?;
+        let mut config = Config { cache_dir: Some(target.join("bench-component-cache")), ..Default::default() };
+        // Measure the server, not the limiter.
+        config.server.rate_per_minute = u32::MAX;
+        config.server.concurrency = 1024;
+        let (live, errors) = autoglm_host::open(&config, dir.path()).await?;
+        anyhow::ensure!(errors.is_empty(), "{errors:?}");
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(autoglm_host::server::AppState::new(live, config.server.clone(), true)?);
+        tokio::spawn(autoglm_host::server::serve(state, listener, std::future::pending()));
+        let baseline = hello_world().await;
+
+        let body = r#"{"location":"Beijing"}"#;
+        let tool_call = format!(
+            "POST /v1/tools/weather.get_weather/call HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let hello = "GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
+        println!("HTTP tool calls (weather.get_weather) vs hyper hello-world, {}s per run, keep-alive", DURATION.as_secs());
+        println!("{:>5} {:>12} {:>10} {:>10} | {:>12} {:>10} {:>10} | {:>9}", "conns", "tool req/s", "p50", "p99", "hello req/s", "p50", "p99", "req/s %");
+        for connections in [1, 16, 64] {
+            let tool = load(addr, tool_call.as_bytes(), connections).await;
+            let base = load(baseline, hello.as_bytes(), connections).await;
+            println!(
+                "{connections:>5} {:>12.0} {:>10.2?} {:>10.2?} | {:>12.0} {:>10.2?} {:>10.2?} | {:>8.0}%",
+                tool.rps,
+                tool.p50,
+                tool.p99,
+                base.rps,
+                base.p50,
+                base.p99,
+                100.0 * tool.rps / base.rps
+            );
+        }
+        Ok(())
+    })
+}
