@@ -27,6 +27,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// enforced below this by the sandbox's limiter.
 const POOL_MAX_MEMORY: usize = 512 << 20;
 
+/// Bytes of memory, tables and stack per pooled slot kept resident between calls
+/// and reset in place: covers a compiled Rust guest's stack and early heap.
+const KEEP_RESIDENT: usize = 2 << 20;
+
 /// The shared engine, linker and compile cache.
 pub struct Runtime {
     engine: Engine,
@@ -159,10 +163,28 @@ fn engine_config(pool_instances: Option<u32>) -> Config {
             .max_memories_per_component(8)
             .max_tables_per_component(32)
             .max_memory_size(POOL_MAX_MEMORY)
-            .total_stacks(instances);
+            .total_stacks(instances)
+            // Reset the pages a call dirtied in place instead of unmapping them: no
+            // page faults on the next call and no TLB shootdowns (p50 of a trivial
+            // call 29.5 -> 12.8 us here). Only with PAGEMAP_SCAN, which finds the
+            // dirty pages; without it the whole kept range would be memset per call.
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        if kernel_has_pagemap_scan() {
+            pool.linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT)
+                .async_stack_keep_resident(KEEP_RESIDENT);
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
+}
+
+/// Whether this is Linux 6.7 or newer, which has the `PAGEMAP_SCAN` ioctl.
+fn kernel_has_pagemap_scan() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (6, 7)
 }
 
 /// Write `bytes` to `path` through a temporary file, so readers never see half a file.

@@ -124,11 +124,11 @@ async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    use tracing::Instrument;
     let route = route_name(request.method(), request.uri().path());
     let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), %peer);
-    let _enter = span.enter();
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
-    let response = match tokio::time::timeout(timeout, dispatch(&state, request)).await {
+    let response = match tokio::time::timeout(timeout, dispatch(&state, request).instrument(span)).await {
         Ok(Ok(response)) => response,
         Ok(Err(refusal)) => refusal.into_response(),
         Err(_) => Problem::from(CallError::new(
