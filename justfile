@@ -31,12 +31,17 @@ python-env:
     tests/python/ensure-venv target/py/v2 tests/python/requirements-v2.txt
     tests/python/ensure-venv target/py/v1 tests/python/requirements-v1.txt
 
+# The Python (componentize-py) and JavaScript (componentize-js) plugin toolchains, pinned.
+templates-env:
+    tests/python/ensure-venv target/py/componentize tests/python/requirements-componentize.txt
+    tests/js-toolchain/ensure target/js-toolchain
+
 # Serve the tools over HTTP with the sample plugins.
 serve *ARGS: plugins
     cargo run --release -p autoglm-host -- serve {{ ARGS }}
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
-test: plugins test-plugins python-env
+test: plugins test-plugins python-env templates-env
     cargo test --workspace --no-fail-fast
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py

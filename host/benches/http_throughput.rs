@@ -59,7 +59,8 @@ async fn load(addr: SocketAddr, request: &[u8], connections: usize) -> Run {
     let request = Arc::new(request.to_vec());
     let until = Instant::now() + DURATION;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(client(addr, request.clone(), until))).collect();
+    let tasks: Vec<_> =
+        (0..connections).map(|_| tokio::spawn(client(addr, request.clone(), until))).collect();
     let mut all = Vec::new();
     for task in tasks {
         all.extend(task.await.expect("client task"));
@@ -79,7 +80,9 @@ async fn hello_world() -> SocketAddr {
             let builder = builder.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"result\":\"hello\"}"))))
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        b"{\"result\":\"hello\"}",
+                    ))))
                 });
                 let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod registry;
 pub mod router;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use autoglm_host::config::Config;
 use autoglm_host::registry::{LiveRegistry, Watch, load_plugin};
 use autoglm_host::router::Router;
 use autoglm_host::runtime::Runtime;
+use autoglm_host::scaffold::{self, Lang};
 use autoglm_host::server::AppState;
 use autoglm_host::{DEFAULT_PLUGINS_DIR, open};
 
@@ -58,6 +59,17 @@ enum Command {
         addr: Option<String>,
         #[command(flatten)]
         host: HostArgs,
+    },
+    /// Create a plugin project from a template.
+    New {
+        /// The plugin's name (its tools become `NAME.tool`).
+        name: String,
+        /// The language of the template.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Serve MCP over stdin/stdout, for desktop clients that launch tools as a process.
     Mcp {
@@ -178,6 +190,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             autoglm_host::server::serve(state, listener, shutdown_signal()).await?;
             eprintln!("autoglm: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { name, lang, dir } => {
+            let created = scaffold::create(&name, lang, dir.as_deref())?;
+            println!(
+                "created {lang} plugin `{name}` in {}\nnext:\n{}",
+                created.display(),
+                scaffold::next_steps(lang, &created, &name)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Mcp { host } => {

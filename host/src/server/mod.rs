@@ -128,18 +128,19 @@ async fn handle(
     let route = route_name(request.method(), request.uri().path());
     let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), %peer);
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
-    let response = match tokio::time::timeout(timeout, dispatch(&state, request).instrument(span)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(refusal)) => refusal.into_response(),
-        Err(_) => Problem::from(CallError::new(
-            ErrorKind::Timeout,
-            format!(
-                "the request took longer than server.request_timeout_ms = {}",
-                timeout.as_millis()
-            ),
-        ))
-        .into_response(),
-    };
+    let response =
+        match tokio::time::timeout(timeout, dispatch(&state, request).instrument(span)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(refusal)) => refusal.into_response(),
+            Err(_) => Problem::from(CallError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the request took longer than server.request_timeout_ms = {}",
+                    timeout.as_millis()
+                ),
+            ))
+            .into_response(),
+        };
     state.metrics.record_http(route, response.status().as_u16());
     response
 }
