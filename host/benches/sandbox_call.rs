@@ -74,6 +74,70 @@ fn main() -> anyhow::Result<()> {
         let ratio = p50.as_secs_f64() / native.0.as_secs_f64();
         println!("{name:<34} {:>10.2?} {:>10.2?} {ratio:>11.0}x", p50, p99);
     }
+    templates(&rt)?;
+    Ok(())
+}
+
+/// Per-language figures for the components `cargo test --test templates` builds:
+/// size, compile time cold and from the cache, and p50 per call.
+fn templates(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/template-tests");
+    println!(
+        "\ntemplate components (build them with `cargo test -p autoglm-host --test templates`)"
+    );
+    println!(
+        "{:<8} {:>10} {:>12} {:>12} {:>10} {:>10}",
+        "lang", "size", "compile", "cached", "p50", "p99"
+    );
+    for lang in ["rust", "python", "js"] {
+        let name = format!("demo-{lang}");
+        let file = built.join(&name).join(format!("{name}.wasm"));
+        let Ok(bytes) = std::fs::read(&file) else {
+            println!("{lang:<8} not built");
+            continue;
+        };
+        let cold = {
+            let runtime = autoglm_host::runtime::Runtime::new(&Default::default(), None)?;
+            let started = Instant::now();
+            runtime.compile(&name, &bytes)?;
+            started.elapsed()
+        };
+        let cache = tempfile::tempdir()?;
+        let runtime = autoglm_host::runtime::Runtime::new(
+            &Default::default(),
+            Some(cache.path().to_path_buf()),
+        )?;
+        runtime.compile(&name, &bytes)?;
+        let started = Instant::now();
+        runtime.compile(&name, &bytes)?;
+        let cached = started.elapsed();
+
+        let dir = tempfile::tempdir()?;
+        std::fs::copy(&file, dir.path().join(format!("{name}.wasm")))?;
+        let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+        let (live, errors) = rt.block_on(autoglm_host::open(&config, dir.path()))?;
+        anyhow::ensure!(errors.is_empty(), "{errors:?}");
+        let router = live.router();
+        let args = json!({"name": "Ada"});
+        let tool = format!("{name}.greet");
+        let mut samples: Vec<Duration> = (0..500)
+            .map(|_| {
+                let started = Instant::now();
+                rt.block_on(router.call(&tool, &args)).unwrap();
+                started.elapsed()
+            })
+            .collect();
+        samples.drain(..50);
+        let (p50, p99) = percentiles(samples);
+        println!(
+            "{lang:<8} {:>8} KB {:>12.2?} {:>12.2?} {:>10.2?} {:>10.2?}",
+            bytes.len() >> 10,
+            cold,
+            cached,
+            p50,
+            p99
+        );
+    }
     Ok(())
 }
 

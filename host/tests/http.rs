@@ -11,12 +11,11 @@ use common::{TestServer, http};
 use serde_json::json;
 
 async fn server(config_toml: &str, plugins: &[&str]) -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().unwrap();
-    for name in plugins {
-        let source =
-            if *name == "hostile" { common::test_plugin(name) } else { common::sample(name) };
-        std::fs::copy(source, dir.path().join(format!("{name}.wasm"))).unwrap();
-    }
+    let dir = common::dir_with(
+        plugins
+            .iter()
+            .map(|&n| if n == "hostile" { common::test_plugin(n) } else { common::sample(n) }),
+    );
     let server = TestServer::start(common::config(config_toml), dir.path()).await;
     (dir, server)
 }

@@ -53,12 +53,7 @@ fn scaffold(name: &str, lang: &str) -> PathBuf {
 
 /// Serve the built component and check its tool answers and refuses bad arguments.
 async fn serve_and_call(project: &Path, name: &str) {
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        project.join(format!("{name}.wasm")),
-        plugins.path().join(format!("{name}.wasm")),
-    )
-    .unwrap();
+    let plugins = common::dir_with([project.join(format!("{name}.wasm"))]);
     let server = TestServer::start(common::config(""), plugins.path()).await;
     let path = format!("/v1/tools/{name}.greet/call");
     let reply = http(server.addr, "POST", &path, &[], r#"{"name": "Ada", "excited": true}"#).await;

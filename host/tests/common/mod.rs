@@ -14,24 +14,39 @@ pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
-/// `target/plugins/<name>.wasm`, which `just plugins` builds from source.
-pub fn sample(name: &str) -> PathBuf {
-    let path = target_dir().join("plugins").join(format!("{name}.wasm"));
+/// `target/<folder>/<name>.wasm`, built by the `just <folder>` recipe.
+fn built(folder: &str, name: &str) -> PathBuf {
+    let path = target_dir().join(folder).join(format!("{name}.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: run `just plugins` (or `just test`) first",
+        "{} is missing: run `just {folder}` (or `just test`) first",
         path.display()
     );
     path
 }
 
-/// A directory holding only the named sample plugins.
-pub fn plugins_dir(names: &[&str]) -> tempfile::TempDir {
+/// `target/plugins/<name>.wasm`, which `just plugins` builds from source.
+pub fn sample(name: &str) -> PathBuf {
+    built("plugins", name)
+}
+
+/// `target/test-plugins/<name>.wasm`, which `just test-plugins` builds from `tests/plugins/`.
+pub fn test_plugin(name: &str) -> PathBuf {
+    built("test-plugins", name)
+}
+
+/// A fresh plugins directory holding copies of `components`.
+pub fn dir_with(components: impl IntoIterator<Item = PathBuf>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for name in names {
-        std::fs::copy(sample(name), dir.path().join(format!("{name}.wasm"))).unwrap();
+    for component in components {
+        std::fs::copy(&component, dir.path().join(component.file_name().unwrap())).unwrap();
     }
     dir
+}
+
+/// A directory holding only the named sample plugins.
+pub fn plugins_dir(names: &[&str]) -> tempfile::TempDir {
+    dir_with(names.iter().map(|n| sample(n)))
 }
 
 /// `config_toml` parsed, with the compile cache shared by all tests.
@@ -49,24 +64,9 @@ pub async fn host(config: &Config, dir: &Path) -> (Arc<LiveRegistry>, Arc<Router
     (live, router)
 }
 
-/// `target/test-plugins/<name>.wasm`, which `just test-plugins` builds from `tests/plugins/`.
-pub fn test_plugin(name: &str) -> PathBuf {
-    let path = target_dir().join("test-plugins").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `just test-plugins` (or `just test`) first",
-        path.display()
-    );
-    path
-}
-
 /// A directory holding only the named test plugins.
 pub fn test_plugins_dir(names: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in names {
-        std::fs::copy(test_plugin(name), dir.path().join(format!("{name}.wasm"))).unwrap();
-    }
-    dir
+    dir_with(names.iter().map(|n| test_plugin(n)))
 }
 
 /// A server on 127.0.0.1 over `dir`, in this process; stops when dropped.
