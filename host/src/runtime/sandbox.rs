@@ -67,6 +67,7 @@ pub struct CallState {
     http: WasiHttpCtx,
     outbound: Outbound,
     memory: MemoryCap,
+    denials: Denials,
     policy: Arc<Policy>,
     tool: String,
 }
@@ -235,7 +236,7 @@ impl Sandbox {
         match outcome {
             Err(_elapsed) => Err(self.timeout(what)),
             Ok(Ok(value)) => {
-                let denied = store.data().outbound.take_denials();
+                let denied = store.data().denials.take();
                 match denied.is_empty() {
                     true => Ok(value),
                     false => Err(self.error(what, ErrorKind::PermissionDenied, denied.join("; "))),
@@ -274,6 +275,7 @@ impl Sandbox {
                 )
             })?;
         }
+        let denials = Denials::default();
         Ok(CallState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -281,8 +283,9 @@ impl Sandbox {
             outbound: Outbound {
                 allow: self.policy.hosts.clone(),
                 body_cap: self.limits.http_body_bytes,
-                denied: Arc::default(),
+                denied: denials.clone(),
             },
+            denials,
             memory: MemoryCap { max: self.limits.memory_bytes, peak: 0, hit: None },
             policy: self.policy.clone(),
             tool: tool.to_string(),
@@ -422,6 +425,49 @@ impl bindings::autoglm::plugin::host::Host for CallState {
     }
 }
 
+/// The WASI filesystem version whose `open-at` the host audits (wasmtime-wasi 48's).
+const FILESYSTEM: &str = "wasi:filesystem/types@0.2.12";
+
+/// Route `descriptor.open-at` through the host's audit: the call itself is
+/// wasmtime-wasi's, and a refusal (a path that leaves a granted directory, a
+/// write to a read-only one) is recorded as a denial. Paths outside every grant
+/// never reach the host: the guest's libc finds no directory to resolve them in.
+pub(crate) fn audit_filesystem(
+    linker: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::filesystem::WasiFilesystemView;
+    use wasmtime_wasi::p2::bindings::filesystem::types::{
+        Descriptor, DescriptorFlags, ErrorCode, Host, HostDescriptor, OpenFlags, PathFlags,
+    };
+    type Params = (Resource<Descriptor>, PathFlags, String, OpenFlags, DescriptorFlags);
+    linker.allow_shadowing(true);
+    linker.instance(FILESYSTEM)?.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store: wasmtime::StoreContextMut<'_, CallState>, (fd, path_flags, path, open, flags): Params| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let mut view = state.filesystem();
+                let opened = HostDescriptor::open_at(&mut view, fd, path_flags, path.clone(), open, flags).await;
+                let outcome = match opened {
+                    Ok(descriptor) => Ok(descriptor),
+                    Err(error) => Err(Host::convert_error_code(&mut view, error)?),
+                };
+                if let Err(code @ (ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly)) = &outcome {
+                    state.denials.record(format!(
+                        "opening `{path}` was refused ({code:?}): it is outside the directories granted to plugin \
+                         `{}` or needs write access it was not granted",
+                        state.policy.plugin
+                    ));
+                }
+                Ok((outcome,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// Caps linear memory growth and remembers the attempt that hit the cap, so the
 /// resulting trap is reported as `memory_limit` rather than a bare trap.
 struct MemoryCap {
@@ -462,12 +508,22 @@ impl ResourceLimiter for MemoryCap {
 struct Outbound {
     allow: HostAllowlist,
     body_cap: usize,
-    denied: Arc<Mutex<Vec<String>>>,
+    denied: Denials,
 }
 
-impl Outbound {
-    fn take_denials(&self) -> Vec<String> {
-        std::mem::take(&mut *self.denied.lock().unwrap_or_else(|e| e.into_inner()))
+/// What the host refused a guest during one call. Recorded where the host
+/// enforces a grant, so the call reports `permission_denied` even when the guest
+/// turns the refusal into its own error message.
+#[derive(Clone, Default)]
+pub struct Denials(Arc<Mutex<Vec<String>>>);
+
+impl Denials {
+    fn record(&self, reason: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(reason);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -492,7 +548,7 @@ impl WasiHttpHooks for Outbound {
         let body_cap = self.body_cap;
         Box::new(async move {
             let deny = |reason: String| {
-                denied.lock().unwrap_or_else(|e| e.into_inner()).push(reason);
+                denied.record(reason);
                 Err(wasmtime_wasi_http::Error::HttpRequestDenied)
             };
             let authority =
