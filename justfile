@@ -46,9 +46,9 @@ test: plugins test-plugins python-env templates-env
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
-# Run the benchmarks.
-bench:
-    @echo "benchmarks are not built yet (issue #9)"
+# Run the benchmarks (release build): sandboxed call cost per language, HTTP throughput.
+bench: plugins test-plugins
+    cargo bench -p autoglm-host
 
 # Format all code.
 fmt:
