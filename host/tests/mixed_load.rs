@@ -1,0 +1,78 @@
+//! Many concurrent calls with hostile ones mixed in. The only test in its binary:
+//! it measures this process's memory, which another test running beside it
+//! (compiling components, say) would disturb.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use autoglm_host::error::ErrorKind;
+use serde_json::json;
+
+/// Resident set size of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat() {
+    let dir = common::test_plugins_dir(&["hostile"]);
+    let limits = "[plugins.hostile.limits]\nfuel = 50000000\nmemory_mib = 16\ndeadline_ms = 5000\n";
+    let (_live, router) = common::host(&common::config(limits), dir.path()).await;
+    let hostile = [
+        ("trap", ErrorKind::Trap),
+        ("panic", ErrorKind::Trap),
+        ("spin", ErrorKind::OutOfFuel),
+        ("memory_bomb", ErrorKind::MemoryLimit),
+        ("recurse", ErrorKind::Trap),
+    ];
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut warm_rss = 0;
+    for (total, tasks) in [(2_000, 64), (10_000, 64)] {
+        let workers: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (router, next) = (router.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            return;
+                        }
+                        // 1,000 hostile calls in all, half of them among the first 2,000
+                        // so that the warm measurement has seen every kind at full load.
+                        if (i < 2_000 && i % 4 == 0) || (i >= 2_000 && i % 16 == 0) {
+                            let (tool, kind) = hostile[(i / 4) % hostile.len()];
+                            let error = router
+                                .call(&format!("hostile.{tool}"), &json!({}))
+                                .await
+                                .unwrap_err();
+                            assert_eq!(error.kind, kind, "call {i} ({tool}): {error}");
+                        } else {
+                            let text = format!("call {i}");
+                            let echoed =
+                                router.call("hostile.echo", &json!({ "text": text })).await;
+                            assert_eq!(echoed.unwrap(), json!(text), "call {i}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("no benign call failed");
+        }
+        if total == 2_000 {
+            warm_rss = rss();
+        }
+    }
+    let end_rss = rss();
+    let growth = end_rss as f64 / warm_rss as f64 - 1.0;
+    eprintln!(
+        "anonymous RSS after 2,000 calls: {} MiB, after 10,000: {} MiB",
+        warm_rss >> 20,
+        end_rss >> 20
+    );
+    assert!(growth < 0.10, "RSS grew {:.1}% from {warm_rss} to {end_rss}", growth * 100.0);
+}
