@@ -69,10 +69,6 @@ async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat(
     }
     let end_rss = rss();
     let growth = end_rss as f64 / warm_rss as f64 - 1.0;
-    eprintln!(
-        "RSS after 2,000 calls: {} MiB, after 10,000: {} MiB",
-        warm_rss >> 20,
-        end_rss >> 20
-    );
+    eprintln!("RSS after 2,000 calls: {} MiB, after 10,000: {} MiB", warm_rss >> 20, end_rss >> 20);
     assert!(growth < 0.10, "RSS grew {:.1}% from {warm_rss} to {end_rss}", growth * 100.0);
 }

@@ -34,6 +34,8 @@ pub struct LiveRegistry {
     generation: watch::Sender<u64>,
     /// Plugins found at start-up that are still compiling.
     pending: std::sync::Mutex<BTreeSet<String>>,
+    /// True once every plugin found at start-up has loaded or failed to.
+    ready: watch::Sender<bool>,
 }
 
 /// What one reload changed.
@@ -89,6 +91,7 @@ impl LiveRegistry {
     ) -> anyhow::Result<Arc<Self>> {
         let files = component_files(&dir)?;
         let live = Self::with(runtime, config, dir, Registry::default());
+        live.ready.send_replace(false);
         *live.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
         let loader = live.clone();
         tokio::spawn(async move {
@@ -108,6 +111,7 @@ impl LiveRegistry {
                     loader.pending_set().remove(&name);
                 }
             }
+            loader.ready.send_replace(true);
         });
         Ok(live)
     }
@@ -121,6 +125,7 @@ impl LiveRegistry {
             reloading: Mutex::new(()),
             generation: watch::Sender::new(0),
             pending: Default::default(),
+            ready: watch::Sender::new(true),
         })
     }
 
@@ -135,7 +140,14 @@ impl LiveRegistry {
 
     /// Whether every plugin found at start-up has been loaded (or failed to).
     pub fn is_ready(&self) -> bool {
-        self.pending_set().is_empty()
+        *self.ready.borrow()
+    }
+
+    /// Resolves once [`LiveRegistry::is_ready`] is true.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
     fn snapshot(&self) -> BTreeMap<String, Arc<super::Plugin>> {

@@ -78,6 +78,11 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
         let (state, admitted, out, session) =
             (state.clone(), admitted.clone(), out.clone(), session.clone());
         tokio::spawn(async move {
+            // A desktop client lists tools right after starting us: answer once the
+            // plugins found at start-up are compiled rather than with an empty list.
+            if message["method"].as_str().is_some_and(|m| m.starts_with("tools/")) {
+                state.plugins.wait_ready().await;
+            }
             let stateless = message
                 .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
                 == Some(&json!(STATELESS_REVISION));
