@@ -123,6 +123,10 @@ impl Router {
         let plugin = &target.plugin;
         let tool = target.tool();
         let at = |e: CallError| e.at(&plugin.name, &tool.spec.name);
+        if !args.is_object() {
+            let message = "arguments must be a JSON object";
+            return untraced(Err(at(CallError::new(ErrorKind::InvalidArguments, message))));
+        }
         if let Err(problems) = tool.validate(args) {
             let message = format!("arguments do not match the schema: {problems}");
             return untraced(Err(at(CallError::new(ErrorKind::InvalidArguments, message))));

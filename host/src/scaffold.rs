@@ -68,14 +68,9 @@ const SDK_GIT: &str = "https://github.com/open-autoglm/open-autoglm";
 /// return its directory. Nothing is written unless every file is.
 pub fn create(name: &str, lang: Lang, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     anyhow::ensure!(
-        !name.is_empty()
-            && name.len() <= 64
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
-        "plugin name `{name}` must start with a-z and use only a-z, 0-9, '_' and '-' \
-         (it becomes the `plugin` in `plugin.tool`)"
+        crate::registry::is_valid_name(name) && name.starts_with(|c: char| c.is_ascii_lowercase()),
+        "plugin name `{name}` must start with a-z and use only a-z, 0-9, '_' and '-', without \
+         `__` (it becomes the `plugin` in `plugin.tool`)"
     );
     let target = dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(name));
     let target = std::path::absolute(&target)?;

@@ -73,8 +73,21 @@ async fn each_failure_has_its_status_and_kind() {
     assert_eq!(reply.json()["error"]["plugin"], "hostile");
     assert_eq!(reply.json()["error"]["tool"], "spin");
 
-    let reply = http(server.addr, "GET", "/v1/nowhere", &[], "").await;
-    assert_eq!((reply.status, reply.json()["error"]["kind"].as_str()), (404, Some("not_found")));
+    for (method, path) in
+        [("GET", "/v1/nowhere"), ("POST", "/v1/tools/call"), ("POST", "/v1/tools//call")]
+    {
+        let reply = http(server.addr, method, path, &[], "{}").await;
+        assert_eq!(
+            (reply.status, reply.json()["error"]["kind"].as_str()),
+            (404, Some("not_found")),
+            "{path}"
+        );
+    }
+    let reply = call("get_weather", r#"["Beijing"]"#).await;
+    assert_eq!(
+        (reply.status, reply.json()["error"]["kind"].as_str()),
+        (400, Some("invalid_arguments"))
+    );
     let metrics = http(server.addr, "GET", "/metrics", &[], "").await;
     assert!(
         metrics.body.contains(

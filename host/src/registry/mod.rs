@@ -139,6 +139,16 @@ impl Tool {
     }
 }
 
+/// Whether `name` may name a plugin or a tool: 1-64 characters of `[a-z0-9_-]`,
+/// without `__`, which separates plugin and tool where dots are not allowed.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// The `*.wasm` files of `dir`, sorted by name.
 pub fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -168,15 +178,11 @@ pub async fn load_plugin(
         kind,
         reason,
     };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
+    if !is_valid_name(&name) {
         return Err(fail(
             ErrorKind::IncompatiblePlugin,
-            "plugin file names must be lower-case letters, digits, '_' or '-' (the name becomes \
-             the `plugin` in `plugin.tool`); rename the file"
+            "plugin file names must be 1-64 lower-case letters, digits, '_' or '-', without \
+             `__` (the name becomes the `plugin` in `plugin.tool`); rename the file"
                 .into(),
         ));
     }
@@ -231,13 +237,10 @@ pub async fn load_plugin(
 impl Tool {
     fn new(spec: ToolSpec) -> Result<Tool, String> {
         let name = &spec.name;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        {
-            return Err(format!("tool name `{name}` must be 1-64 characters of [a-z0-9_-]"));
+        if !is_valid_name(name) {
+            return Err(format!(
+                "tool name `{name}` must be 1-64 characters of [a-z0-9_-] without `__`"
+            ));
         }
         let parse = |what: &str, text: &str| {
             serde_json::from_str::<Value>(text)
@@ -246,6 +249,13 @@ impl Tool {
         let input_schema = parse("input", &spec.input_schema)?;
         let output_schema =
             spec.output_schema.as_deref().map(|s| parse("output", s)).transpose()?;
+        // Clients (MCP's Python SDK among them) reject a whole tool list over one
+        // tool whose arguments are not described as an object.
+        if input_schema["type"] != "object" {
+            return Err(format!(
+                "tool `{name}` must describe its arguments as {{\"type\": \"object\", ...}}"
+            ));
+        }
         let validator = jsonschema::validator_for(&input_schema)
             .map_err(|e| format!("tool `{name}` has an invalid input schema: {e}"))?;
         Ok(Tool { spec, input_schema, output_schema, validator })
@@ -258,7 +268,7 @@ fn check_contract(runtime: &Runtime, component: &Component) -> Result<String, St
     let prefix = format!("{}/tools", bindings::PACKAGE);
     let exported: Vec<String> =
         (ty.exports(runtime.engine())).map(|(name, _)| name.to_string()).collect();
-    let Some(found) = exported.iter().find(|n| n.starts_with(&prefix)) else {
+    let Some(found) = exported.iter().find(|n| n.starts_with(&format!("{prefix}@"))) else {
         return Err(format!(
             "it does not export {prefix}@{} (it exports: {}); build it against this host's wit/ \
              files, e.g. with the autoglm SDK",

@@ -68,6 +68,7 @@ pub struct CallState {
     outbound: Outbound,
     memory: MemoryCap,
     denials: Denials,
+    log_budget: usize,
     policy: Arc<Policy>,
     tool: String,
 }
@@ -101,7 +102,7 @@ impl Sandbox {
 
     /// Ask the component for its tools, under the same limits as a call.
     pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
-        match self.run("list-tools", Invocation::ListTools, &mut Usage::default()).await? {
+        match self.run("list-tools", Invocation::ListTools, &[], &mut Usage::default()).await? {
             Outcome::Tools(tools) => Ok(tools),
             Outcome::Called(_) => unreachable!("list-tools answers with tools"),
         }
@@ -143,7 +144,8 @@ impl Sandbox {
             ));
         }
         let tool = name;
-        let outcome = match self.run(tool, Invocation::Call { tool, args }, usage).await? {
+        let full: Vec<&str> = full.iter().map(|(d, ..)| d.guest.as_str()).collect();
+        let outcome = match self.run(tool, Invocation::Call { tool, args }, &full, usage).await? {
             Outcome::Called(outcome) => outcome,
             Outcome::Tools(_) => unreachable!("call answers with a result"),
         };
@@ -175,10 +177,12 @@ impl Sandbox {
     }
 
     /// Instantiate a fresh Store and run `body` in it under every limit.
+    /// Directories in `full` are at their quota and mounted read-only.
     async fn run(
         &self,
         what: &str,
         invocation: Invocation<'_>,
+        full: &[&str],
         usage: &mut Usage,
     ) -> Result<Outcome, CallError> {
         let admission = self.gate.enter().ok_or_else(|| {
@@ -197,8 +201,7 @@ impl Sandbox {
         let _slot = admission.acquire().await;
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
-        let full: Vec<&str> = self.full_dirs().iter().map(|(d, ..)| d.guest.as_str()).collect();
-        let state = self.state(what, &stdout, &stderr, &full)?;
+        let state = self.state(what, &stdout, &stderr, full)?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(self.limits.fuel).map_err(|e| self.trap(what, e))?;
@@ -286,7 +289,8 @@ impl Sandbox {
                 denied: denials.clone(),
             },
             denials,
-            memory: MemoryCap { max: self.limits.memory_bytes, peak: 0, hit: None },
+            memory: MemoryCap { max: self.limits.memory_bytes, total: 0, peak: 0, hit: None },
+            log_budget: self.limits.log_bytes,
             policy: self.policy.clone(),
             tool: tool.to_string(),
         })
@@ -397,9 +401,18 @@ impl bindings::autoglm::plugin::host::Host for CallState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
+        let fields = if fields.is_empty() { String::new() } else { format!("{fields:?}") };
+        // Guest log records share the call's log budget with its stdout and stderr.
+        let size = message.len() + fields.len();
+        if size > self.log_budget {
+            self.log_budget = 0;
+            return Ok(());
+        }
+        self.log_budget -= size;
+        // Debug-escaped: a guest cannot forge log lines with newlines or terminal codes.
+        let message = format!("{message:?}");
         let plugin = self.policy.plugin.as_str();
         let tool = self.tool.as_str();
-        let fields = if fields.is_empty() { String::new() } else { format!("{fields:?}") };
         match level {
             LogLevel::Trace => {
                 tracing::trace!(target: "autoglm::guest", plugin, tool, fields, "{message}")
@@ -472,6 +485,7 @@ pub(crate) fn audit_filesystem(
 /// resulting trap is reported as `memory_limit` rather than a bare trap.
 struct MemoryCap {
     max: usize,
+    total: usize,
     peak: usize,
     hit: Option<(usize, usize)>,
 }
@@ -483,11 +497,14 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.hit = Some((current, desired));
+        // The cap covers all of a call's memories together, not each one.
+        let total = self.total - current + desired;
+        if total > self.max {
+            self.hit = Some((self.total, total));
             wasmtime::bail!("memory limit of {} bytes reached", self.max);
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -518,8 +535,19 @@ struct Outbound {
 pub struct Denials(Arc<Mutex<Vec<String>>>);
 
 impl Denials {
-    fn record(&self, reason: String) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(reason);
+    /// Keep the first few refusals, each cut short: a guest that loops on refused
+    /// requests must not grow host memory with them.
+    fn record(&self, mut reason: String) {
+        const KEPT: usize = 8;
+        const LENGTH: usize = 512;
+        if let Some((cut, _)) = reason.char_indices().nth(LENGTH) {
+            reason.truncate(cut);
+            reason.push('…');
+        }
+        let mut denials = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if denials.len() < KEPT {
+            denials.push(reason);
+        }
     }
 
     fn take(&self) -> Vec<String> {

@@ -237,7 +237,9 @@ pub async fn respond_cancellable(
     let answer = match cancelled {
         Some(cancelled) => tokio::select! {
             answer = respond(state, admitted, context, id.clone(), message) => answer,
-            _ = cancelled => error_response(id.clone(), -32800, "request cancelled"),
+            // Only an explicit cancel counts: a dropped sender (a newer request
+            // reusing the id, a closed session) leaves this one running.
+            Ok(()) = cancelled => error_response(id.clone(), -32800, "request cancelled"),
         },
         None => respond(state, admitted, context, id.clone(), message).await,
     };
@@ -424,6 +426,9 @@ fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -
     };
     let first = subscription.map(|(ack, _)| ack.to_string());
     tokio::spawn(async move {
+        if *stopping.borrow_and_update() {
+            return;
+        }
         if let Some(first) = first
             && tx.send(first).await.is_err()
         {

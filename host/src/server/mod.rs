@@ -78,7 +78,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A timer lets hyper close connections that never finish sending their headers.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -86,7 +92,9 @@ pub async fn serve(
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
+                        // Out of file descriptors, typically: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
@@ -191,9 +199,8 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
             .body(full(state.metrics.render()))
             .expect("static headers are valid")),
         (Method::GET, "/v1/tools") => Ok(tools::list(state, &admitted)),
-        (Method::POST, p) if p.starts_with("/v1/tools/") && p.ends_with("/call") => {
-            let name = &p["/v1/tools/".len()..p.len() - "/call".len()];
-            let name = percent_decode(name);
+        (Method::POST, p) if tool_call_name(p).is_some() => {
+            let name = percent_decode(tool_call_name(p).unwrap_or_default());
             let body = read_json(state, request).await?;
             tools::call(state, &admitted, &name, body).await
         }
@@ -209,6 +216,11 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
         )
         .into()),
     }
+}
+
+/// The `{name}` of `/v1/tools/{name}/call`, when the path has that shape.
+fn tool_call_name(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/tools/")?.strip_suffix("/call").filter(|name| !name.is_empty())
 }
 
 fn readiness(state: &AppState) -> Response<Body> {
