@@ -145,6 +145,12 @@ async fn foreign_origins_big_bodies_and_bursts_are_refused() {
     let config = "[server]\nbody_limit_bytes = 64\nrate_per_minute = 3\n";
     let (_dir, server) = server(config, &["weather"]).await;
     let path = "/v1/tools/get_weather/call";
+    let rebound =
+        http(server.addr, "GET", "/v1/tools", &[("host", "rebound.evil.example:8080")], "").await;
+    assert_eq!(
+        (rebound.status, rebound.json()["error"]["kind"].as_str()),
+        (403, Some("forbidden_origin"))
+    );
     let foreign =
         http(server.addr, "POST", path, &[("origin", "https://evil.example")], "{}").await;
     assert_eq!(

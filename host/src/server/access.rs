@@ -17,6 +17,7 @@ pub struct Access {
     keys: Vec<Arc<Client>>,
     anonymous: Option<Arc<Client>>,
     allowed_origins: Vec<String>,
+    loopback: bool,
 }
 
 /// A caller: one API key, or everyone when the server runs without keys.
@@ -102,19 +103,32 @@ impl Access {
             };
             Arc::new(Client::new(&everyone, None, settings))
         });
-        Ok(Self { keys, anonymous, allowed_origins: settings.allowed_origins.clone() })
+        Ok(Self { keys, anonymous, allowed_origins: settings.allowed_origins.clone(), loopback })
     }
 
     /// Whether a browser `origin` may call the server: loopback origins and the
     /// configured ones. Requests without an Origin header (non-browser clients) pass.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         let Some(origin) = origin else { return true };
-        let host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
-        });
+        let host = strip_port(origin.split_once("://").map_or("", |(_, rest)| rest));
         matches!(host, "localhost" | "127.0.0.1" | "[::1]")
             || self.allowed_origins.iter().any(|o| o.trim_end_matches('/') == origin)
+    }
+
+    /// Whether a request's `Host` header is acceptable. A server on loopback answers
+    /// only to loopback names (and the allowed origins' hosts): a web page whose DNS
+    /// name was rebound to 127.0.0.1 sends its own name, and no Origin on a GET.
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        if !self.loopback {
+            return true;
+        }
+        let Some(host) = host else { return false };
+        let name = strip_port(host);
+        matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+            || (self.allowed_origins.iter()).any(|o| {
+                o.split_once("://")
+                    .is_some_and(|(_, h)| strip_port(h.trim_end_matches('/')) == name)
+            })
     }
 
     /// The client behind `authorization` (a `Bearer` header), admitted under its
@@ -196,6 +210,14 @@ impl Client {
     }
 }
 
+/// `host` without a trailing `:port`.
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// Compare secrets without leaking where they differ through timing.
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -239,5 +261,25 @@ mod tests {
         assert!(access.origin_allowed(Some("https://app.example.com")));
         assert!(!access.origin_allowed(Some("https://evil.example")));
         assert!(!access.origin_allowed(Some("http://localhost.evil.example")));
+    }
+
+    #[test]
+    fn a_loopback_server_answers_only_to_loopback_host_names() {
+        let settings = ServerSettings {
+            allowed_origins: vec!["https://app.example.com".into()],
+            ..Default::default()
+        };
+        let local = Access::new(&settings, true).unwrap();
+        assert!(local.host_allowed(Some("127.0.0.1:8080")));
+        assert!(local.host_allowed(Some("localhost")));
+        assert!(local.host_allowed(Some("[::1]:8080")));
+        assert!(local.host_allowed(Some("app.example.com")));
+        assert!(!local.host_allowed(Some("rebound.evil.example:8080")));
+        assert!(!local.host_allowed(None));
+        let public = Access { loopback: false, ..local };
+        assert!(
+            public.host_allowed(Some("api.example.com")),
+            "keys, not names, guard a public server"
+        );
     }
 }

@@ -169,6 +169,19 @@ fn route_name(method: &Method, path: &str) -> &'static str {
 }
 
 async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = host.or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !state.access.host_allowed(host) {
+        return Err(CallError::new(
+            ErrorKind::ForbiddenOrigin,
+            format!(
+                "this server listens on loopback and answers only to localhost, 127.0.0.1 and [::1] \
+                 (Host: {}); add the origin to server.allowed_origins to use another name",
+                host.unwrap_or("")
+            ),
+        )
+        .into());
+    }
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !state.access.origin_allowed(origin) {
         return Err(CallError::new(
