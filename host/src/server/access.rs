@@ -74,14 +74,7 @@ impl Access {
         if let Ok(tokens) = std::env::var(API_KEYS_ENV) {
             for (i, token) in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()).enumerate()
             {
-                let key = ApiKeyConfig {
-                    name: format!("env-{i}"),
-                    token: None,
-                    token_env: None,
-                    tools: None,
-                    rate_per_minute: None,
-                    concurrency: None,
-                };
+                let key = ApiKeyConfig { name: format!("env-{i}"), ..Default::default() };
                 keys.push(Arc::new(Client::new(&key, Some(token.to_string()), settings)));
             }
         }
@@ -93,14 +86,7 @@ impl Access {
             );
         }
         let anonymous = keys.is_empty().then(|| {
-            let everyone = ApiKeyConfig {
-                name: "anonymous".into(),
-                token: None,
-                token_env: None,
-                tools: None,
-                rate_per_minute: None,
-                concurrency: None,
-            };
+            let everyone = ApiKeyConfig { name: "anonymous".into(), ..Default::default() };
             Arc::new(Client::new(&everyone, None, settings))
         });
         Ok(Self { keys, anonymous, allowed_origins: settings.allowed_origins.clone(), loopback })

@@ -185,10 +185,7 @@ async fn post(
         ));
     };
     let method = object.get("method").and_then(Value::as_str).unwrap_or_default();
-    let meta_version =
-        message.pointer(&format!("/params/_meta/{}", META_VERSION.replace('/', "~1")));
-    let stateless = header_version == Some(STATELESS_REVISION)
-        || meta_version.and_then(Value::as_str) == Some(STATELESS_REVISION);
+    let stateless = header_version == Some(STATELESS_REVISION) || is_stateless(&message);
     if let Some(version) = header_version
         && version != STATELESS_REVISION
         && !SESSION_REVISIONS.contains(&version)
@@ -405,13 +402,25 @@ fn listen(state: &AppState, id: Value, message: &Value) -> Response<Body> {
         .pointer("/params/notifications/toolsListChanged")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    list_changed_stream(state, Some(acknowledge(&id, wanted)))
+}
+
+/// The acknowledgement of `subscriptions/listen` request `id`, and the `_meta`
+/// every notification of that subscription carries.
+pub fn acknowledge(id: &Value, tools_list_changed: bool) -> (Value, Value) {
     let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
     let ack = json!({
         "jsonrpc": "2.0",
         "method": "notifications/subscriptions/acknowledged",
-        "params": {"_meta": meta, "notifications": {"toolsListChanged": wanted}},
+        "params": {"_meta": meta, "notifications": {"toolsListChanged": tools_list_changed}},
     });
-    list_changed_stream(state, Some((ack, meta)))
+    (ack, meta)
+}
+
+/// Whether `message` declares the stateless revision in its `_meta`.
+pub fn is_stateless(message: &Value) -> bool {
+    let pointer = format!("/params/_meta/{}", META_VERSION.replace('/', "~1"));
+    message.pointer(&pointer).and_then(Value::as_str) == Some(STATELESS_REVISION)
 }
 
 /// A stream that sends `first` (if any) and then a list-changed notification on

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::AppState;
-use super::mcp::{Context, STATELESS_REVISION, error_response, notification, respond_cancellable};
+use super::mcp::{
+    Context, acknowledge, error_response, is_stateless, notification, respond_cancellable,
+};
 
 /// Serve MCP on this process's stdin and stdout until stdin closes.
 pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
@@ -66,12 +68,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
             continue;
         };
         if message["method"] == "subscriptions/listen" {
-            let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
-            let ack = json!({
-                "jsonrpc": "2.0",
-                "method": "notifications/subscriptions/acknowledged",
-                "params": {"_meta": meta, "notifications": {"toolsListChanged": true}},
-            });
+            let (ack, _) = acknowledge(&id, true);
             let _ = out.send(ack.to_string()).await;
             continue;
         }
@@ -83,10 +80,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
             if message["method"].as_str().is_some_and(|m| m.starts_with("tools/")) {
                 state.plugins.wait_ready().await;
             }
-            let stateless = message
-                .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
-                == Some(&json!(STATELESS_REVISION));
-            let context = Context { session: Some(&session), stateless };
+            let context = Context { session: Some(&session), stateless: is_stateless(&message) };
             let answer = respond_cancellable(&state, &admitted, &context, id, &message).await;
             let _ = out.send(answer.to_string()).await;
         });
