@@ -37,11 +37,16 @@ pub struct Sessions {
     sessions: Mutex<HashMap<String, Cancels>>,
 }
 
-/// In-flight requests that `notifications/cancelled` can stop, by request id.
-#[derive(Default)]
+/// One session: when it was last used, and its in-flight requests that
+/// `notifications/cancelled` can stop, by request id.
 pub struct Cancels {
+    last_used: std::time::Instant,
     pending: HashMap<String, oneshot::Sender<()>>,
 }
+
+/// Sessions kept at most; beyond this the least recently used one is ended, so
+/// clients that never send DELETE cannot grow the server without bound.
+const MAX_SESSIONS: usize = 10_000;
 
 /// Where a message came from: its session (if any) and revision.
 pub struct Context<'a> {
@@ -55,12 +60,24 @@ impl Sessions {
     /// Open a session (for `initialize`, or one per stdio connection).
     pub fn create(&self) -> String {
         let id = format!("{:032x}", rand_u128());
-        self.lock().insert(id.clone(), Cancels::default());
+        let mut sessions = self.lock();
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) =
+                sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| id.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        let session = Cancels { last_used: std::time::Instant::now(), pending: HashMap::new() };
+        sessions.insert(id.clone(), session);
         id
     }
 
+    /// Whether session `id` is live; marks it used.
     fn exists(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+        let mut sessions = self.lock();
+        let Some(session) = sessions.get_mut(id) else { return false };
+        session.last_used = std::time::Instant::now();
+        true
     }
 
     fn remove(&self, id: &str) -> bool {
@@ -468,4 +485,24 @@ fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str>
 /// `_meta`-free params, for the stdio transport's notifications.
 pub fn notification(method: &str) -> Value {
     json!({"jsonrpc": "2.0", "method": method, "params": Map::new()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_session_makes_room_for_a_new_one() {
+        let sessions = Sessions::default();
+        let first = sessions.create();
+        let second = sessions.create();
+        for _ in 2..MAX_SESSIONS {
+            sessions.create();
+        }
+        assert!(sessions.exists(&first), "touching the first makes the second the oldest");
+        sessions.create();
+        assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+        assert!(sessions.exists(&first));
+        assert!(!sessions.exists(&second));
+    }
 }
