@@ -5,6 +5,7 @@
 //! [`runtime`] (sandbox per call) under [`policy`].
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod policy;

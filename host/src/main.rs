@@ -1,5 +1,7 @@
 //! `autoglm`: the command line of the Open-AutoGLM host.
 
+mod generate;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -76,6 +78,8 @@ enum Command {
         #[command(flatten)]
         host: HostArgs,
     },
+    /// Generate text with a local GLM-4 family checkpoint, streaming the tokens.
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +159,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Generate(args) => {
+            tokio::task::spawn_blocking(move || generate::run(&args)).await?
+        }
         Command::Tools { host, json } => list_tools(&*host.open().await?, json),
         Command::Call { tool, args, host } => {
             let args: Value = serde_json::from_str(&args)

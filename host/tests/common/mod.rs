@@ -173,3 +173,4 @@ pub async fn http(
         .collect();
     Reply { status, headers, body: body.to_string() }
 }
+pub mod tiny_model;

@@ -1,0 +1,424 @@
+//! The GLM language-model engine: GLM-4 family checkpoints (safetensors + tokenizer.json) on
+//! candle, CPU by default or CUDA with the `cuda` feature. Owns the model, tokenizer, chat
+//! template, reply parser and sampler; [`Engine::step`] advances many sequences in one pass.
+
+pub mod config;
+pub mod model;
+pub mod parse;
+pub mod sample;
+pub mod template;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, IndexOp};
+
+pub use config::{Architecture, ModelConfig};
+pub use model::{BatchItem, GlmModel, Kernels, KvCache};
+pub use parse::{Reply, StreamParser, parse_reply};
+pub use sample::{Sampler, SamplingParams};
+pub use template::{ChatMessage, ChatTemplate, Role, ToolCall, ToolDef};
+pub use tokenizer::{GlmTokenizer, TextStream};
+
+/// Why the engine could not load a model or generate.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A file the checkpoint needs is absent or unreadable.
+    #[error("{what} is missing: {path}: {source}")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+        /// What it should have held.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON file of the checkpoint is malformed or has impossible values.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `config.json` names an architecture the engine does not run.
+    #[error(
+        "unsupported model architecture {found} in config.json; this engine runs {}. \
+         GLM-4.5/4.6 (Glm4MoeForCausalLM) and the original ChatGLMModel layout can be served \
+         by vLLM or SGLang and used as a remote engine",
+        Architecture::SUPPORTED
+    )]
+    UnknownArchitecture {
+        /// What config.json says.
+        found: String,
+    },
+    /// Tensors are missing, mis-shaped or of the wrong type.
+    #[error("the weights do not match config.json:\n  {}", problems.join("\n  "))]
+    Weights {
+        /// One line per tensor.
+        problems: Vec<String>,
+    },
+    /// `tokenizer.json` could not be used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The vocabulary lacks a special token GLM-4 prompts need.
+    #[error("tokenizer.json has no {name} token; GLM-4 tokenizers define it as a special token")]
+    MissingSpecialToken {
+        /// The token's text.
+        name: &'static str,
+    },
+    /// The chat template failed to compile or render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A generation parameter is out of range.
+    #[error("invalid {field}: {why}")]
+    InvalidParameter {
+        /// The parameter.
+        field: &'static str,
+        /// Why it is rejected.
+        why: String,
+    },
+    /// The prompt does not fit the model's context.
+    #[error(
+        "the prompt has {tokens} tokens but the model's context holds {limit}; shorten the conversation"
+    )]
+    ContextOverflow {
+        /// Tokens in the prompt.
+        tokens: usize,
+        /// The model's limit.
+        limit: usize,
+    },
+    /// The requested device is unavailable.
+    #[error("device: {0}")]
+    Device(String),
+    /// A tensor operation failed.
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The CPU (f32).
+    #[default]
+    Cpu,
+    /// The NVIDIA GPU with this ordinal (bf16); needs the `cuda` feature.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device {s:?}: use cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl DeviceChoice {
+    fn open(self) -> Result<Device, EngineError> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(n) if cfg!(feature = "cuda") => Device::new_cuda(n)
+                .map_err(|e| EngineError::Device(format!("cannot open CUDA device {n}: {e}"))),
+            Self::Cuda(_) => Err(EngineError::Device(
+                "this autoglm was built without GPU support; rebuild with `--features cuda` \
+                 (needs the CUDA toolkit and nvcc)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// f32 on the CPU (bf16 is an order of magnitude slower there), bf16 on a GPU.
+    fn dtype(self) -> DType {
+        match self {
+            Self::Cpu => DType::F32,
+            Self::Cuda(_) => DType::BF16,
+        }
+    }
+}
+
+/// Facts about a loaded model, for logs and `/v1/models`.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The checkpoint directory's name.
+    pub name: String,
+    /// Which architecture.
+    pub architecture: Architecture,
+    /// Parameters in the weights.
+    pub parameters: usize,
+    /// Longest sequence.
+    pub max_positions: usize,
+    /// Where it runs, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+    /// Whether prompts come from the checkpoint's own Jinja template.
+    pub jinja_template: bool,
+}
+
+/// A loaded model with everything needed to chat with it.
+pub struct Engine {
+    model: GlmModel,
+    tokenizer: GlmTokenizer,
+    template: ChatTemplate,
+    defaults: SamplingParams,
+    stop: Vec<u32>,
+    info: ModelInfo,
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model emitted this stop token (`<|observation|>` after a tool call).
+    Stop(u32),
+    /// `max_new_tokens` or the model's context was reached.
+    Length,
+}
+
+/// One conversation being generated: its tokens, cache and sampler.
+pub struct Sequence {
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    pending: Vec<u32>,
+    cache: KvCache,
+    sampler: Sampler,
+    max_new_tokens: usize,
+    finish: Option<FinishReason>,
+}
+
+impl Sequence {
+    /// Generated tokens so far (the stop token excluded).
+    pub fn generated(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    /// Tokens in the prompt.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    /// Why it stopped, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+}
+
+/// A finished generation with its timing.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The generated text.
+    pub text: String,
+    /// The generated tokens.
+    pub tokens: Vec<u32>,
+    /// Why it stopped.
+    pub finish: FinishReason,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Time to process the prompt and choose the first token.
+    pub prefill: Duration,
+    /// Forward passes after the first (one per later token, the stop token's included).
+    pub decode_passes: usize,
+    /// Time for those passes.
+    pub decode: Duration,
+}
+
+impl Engine {
+    /// Load the checkpoint in `dir`; `on_layer(done, total)` reports progress.
+    pub fn load(
+        dir: &Path,
+        device: DeviceChoice,
+        on_layer: impl FnMut(usize, usize),
+    ) -> Result<Self, EngineError> {
+        let config = ModelConfig::load(dir)?;
+        let arch = config.architecture()?;
+        let tokenizer = GlmTokenizer::load(dir)?;
+        let template = ChatTemplate::for_checkpoint(dir, arch, config.autoglm.tools_block)?;
+        let defaults = SamplingParams::for_checkpoint(dir)?;
+        let expected = weights::expected_tensors(&config, arch);
+        let files = weights::weight_files(dir)?;
+        let dev = device.open()?;
+        let vb = weights::open(&files, &expected, device.dtype(), &dev)?;
+        let model = GlmModel::new(&config, arch, vb, Kernels::Fused, on_layer)?;
+        let name = dir
+            .canonicalize()
+            .ok()
+            .as_deref()
+            .unwrap_or(dir)
+            .file_name()
+            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let info = ModelInfo {
+            name,
+            architecture: arch,
+            parameters: expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum(),
+            max_positions: config.max_position_embeddings,
+            device: match device {
+                DeviceChoice::Cpu => "cpu".into(),
+                DeviceChoice::Cuda(n) => format!("cuda:{n}"),
+            },
+            jinja_template: template.is_jinja(),
+        };
+        Ok(Self::from_parts(model, tokenizer, template, defaults, &config, info))
+    }
+
+    /// An engine from parts built elsewhere (benchmarks, training).
+    pub fn from_parts(
+        model: GlmModel,
+        tokenizer: GlmTokenizer,
+        template: ChatTemplate,
+        defaults: SamplingParams,
+        config: &ModelConfig,
+        info: ModelInfo,
+    ) -> Self {
+        let s = tokenizer.special;
+        let mut stop = vec![s.endoftext, s.user, s.observation];
+        stop.extend(config.eos_token_id.iter().flat_map(|e| e.ids()));
+        stop.sort_unstable();
+        stop.dedup();
+        Self { model, tokenizer, template, defaults, stop, info }
+    }
+
+    /// Facts about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &GlmTokenizer {
+        &self.tokenizer
+    }
+
+    /// The model.
+    pub fn model(&self) -> &GlmModel {
+        &self.model
+    }
+
+    /// The checkpoint's default sampling parameters.
+    pub fn defaults(&self) -> &SamplingParams {
+        &self.defaults
+    }
+
+    /// The prompt for a conversation with `tools` offered.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolDef],
+    ) -> Result<String, EngineError> {
+        self.template.render(messages, tools)
+    }
+
+    /// Start generating after `prompt` (text with special tokens, as [`Engine::render`] makes).
+    pub fn start(&self, prompt: &str, params: &SamplingParams) -> Result<Sequence, EngineError> {
+        self.start_tokens(self.tokenizer.encode(prompt)?, params)
+    }
+
+    /// Start generating after the given prompt tokens.
+    pub fn start_tokens(
+        &self,
+        prompt: Vec<u32>,
+        params: &SamplingParams,
+    ) -> Result<Sequence, EngineError> {
+        params.check()?;
+        let limit = self.model.max_positions();
+        if prompt.is_empty() || prompt.len() >= limit {
+            return Err(EngineError::ContextOverflow { tokens: prompt.len(), limit });
+        }
+        Ok(Sequence {
+            prompt_len: prompt.len(),
+            pending: prompt.clone(),
+            tokens: prompt,
+            cache: self.model.new_cache(),
+            sampler: Sampler::new(params),
+            max_new_tokens: params.max_new_tokens,
+            finish: None,
+        })
+    }
+
+    /// Advance every unfinished sequence by one token in a single forward pass (prefill for
+    /// new ones, decode for the rest). Returns each sequence's new token (None if finished).
+    pub fn step(&self, sequences: &mut [&mut Sequence]) -> Result<Vec<Option<u32>>, EngineError> {
+        let active: Vec<usize> =
+            (0..sequences.len()).filter(|&i| sequences[i].finish.is_none()).collect();
+        let mut out = vec![None; sequences.len()];
+        if active.is_empty() {
+            return Ok(out);
+        }
+        let logits = {
+            let mut batch: Vec<BatchItem> = sequences
+                .iter_mut()
+                .filter(|s| s.finish.is_none())
+                .map(|s| {
+                    let s = &mut **s;
+                    BatchItem { tokens: &s.pending, cache: &mut s.cache }
+                })
+                .collect();
+            self.model.forward(&mut batch)?
+        };
+        for (row, &i) in active.iter().enumerate() {
+            let seq = &mut *sequences[i];
+            let token = seq.sampler.sample(&logits.i(row)?, &seq.tokens)?;
+            if self.stop.contains(&token) {
+                seq.finish = Some(FinishReason::Stop(token));
+            } else {
+                seq.tokens.push(token);
+                seq.pending = vec![token];
+                let full = seq.tokens.len() >= self.model.max_positions();
+                if seq.generated().len() >= seq.max_new_tokens || full {
+                    seq.finish = Some(FinishReason::Length);
+                }
+            }
+            out[i] = Some(token);
+        }
+        Ok(out)
+    }
+
+    /// Generate after `prompt` alone, calling `on_text` with each piece of text as it decodes.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        params: &SamplingParams,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation, EngineError> {
+        let mut seq = self.start(prompt, params)?;
+        let mut stream = TextStream::default();
+        let mut shown = String::new();
+        let started = Instant::now();
+        let mut prefill = None;
+        let mut passes = 0;
+        while seq.finish.is_none() {
+            let token = self.step(&mut [&mut seq])?[0];
+            passes += 1;
+            prefill.get_or_insert_with(|| started.elapsed());
+            let stopped = matches!(seq.finish, Some(FinishReason::Stop(_)));
+            if let (Some(token), false) = (token, stopped)
+                && let Some(text) = stream.push(&self.tokenizer, token)?
+            {
+                on_text(&text);
+                shown.push_str(&text);
+            }
+        }
+        let text = self.tokenizer.decode(seq.generated())?;
+        // A last token that ends inside a character is held back by the stream; flush it.
+        if let Some(rest) = text.strip_prefix(shown.as_str()).filter(|r| !r.is_empty()) {
+            on_text(rest);
+        }
+        let prefill = prefill.unwrap_or_default();
+        Ok(Generation {
+            text,
+            tokens: seq.generated().to_vec(),
+            finish: seq.finish.unwrap_or(FinishReason::Length),
+            prompt_tokens: seq.prompt_len,
+            decode_passes: passes - 1,
+            prefill,
+            decode: started.elapsed() - prefill,
+        })
+    }
+}

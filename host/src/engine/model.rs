@@ -1,0 +1,415 @@
+//! The GLM-4 family decoder on candle, batched: several sequences, each with its own
+//! position and KV cache, advance in one forward pass under a padding-aware attention mask.
+
+use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
+
+use super::config::{Architecture, ModelConfig};
+
+/// Which kernels the forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// candle's fused kernels: fastest, but they have no backward pass.
+    Fused,
+    /// Plain tensor ops throughout, so gradients flow (for training).
+    Differentiable,
+}
+
+/// The KV cache of one sequence: keys and values of every position seen so far, per layer.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+}
+
+impl KvCache {
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.current_seq_len())
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One sequence's part of a batched forward pass: the tokens to add and its cache.
+pub struct BatchItem<'a> {
+    /// New tokens (a whole prompt for prefill, one token for decode); at least one.
+    pub tokens: &'a [u32],
+    /// The sequence's cache; the new tokens' keys and values are appended to it.
+    pub cache: &'a mut KvCache,
+}
+
+/// A GLM-4 (`Glm4ForCausalLM`) or GLM (`GlmForCausalLM`) causal language model.
+#[derive(Debug, Clone)]
+pub struct GlmModel {
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: Rotary,
+    kernels: Kernels,
+    max_positions: usize,
+    device: Device,
+    dtype: DType,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: RmsNorm,
+    attention: Attention,
+    /// GLM-4-0414's norms after attention and after the MLP (absent in `GlmForCausalLM`).
+    sandwich: Option<(RmsNorm, RmsNorm)>,
+    pre_mlp_norm: RmsNorm,
+    gate_up: Linear,
+    down: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+    dim: usize,
+}
+
+/// Everything the layers share within one forward pass.
+struct Pass<'a> {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    lens: &'a [usize],
+    total: usize,
+    kernels: Kernels,
+}
+
+impl GlmModel {
+    /// Build the model of `arch` from `vb` (which validates every tensor's shape).
+    pub fn new(
+        config: &ModelConfig,
+        arch: Architecture,
+        vb: VarBuilder,
+        kernels: Kernels,
+        mut on_layer: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let (head_dim, heads, kv_heads) =
+            (config.head_dim(), config.num_attention_heads, config.kv_heads());
+        let eps = config.rms_norm_eps;
+        let embed = candle_nn::embedding(config.vocab_size, h, vb.pp("model.embed_tokens"))?;
+        let linear = |inp, out, bias, vb: VarBuilder| {
+            if bias {
+                candle_nn::linear(inp, out, vb)
+            } else {
+                candle_nn::linear_no_bias(inp, out, vb)
+            }
+        };
+        let total = config.num_hidden_layers;
+        let mut layers = Vec::with_capacity(total);
+        for n in 0..total {
+            let vb = vb.pp(format!("model.layers.{n}"));
+            let attn = vb.pp("self_attn");
+            let bias = config.attention_bias;
+            let sandwich = match arch {
+                Architecture::Glm4 => Some((
+                    candle_nn::rms_norm(h, eps, vb.pp("post_self_attn_layernorm"))?,
+                    candle_nn::rms_norm(h, eps, vb.pp("post_mlp_layernorm"))?,
+                )),
+                Architecture::Glm => None,
+            };
+            layers.push(Layer {
+                input_norm: candle_nn::rms_norm(h, eps, vb.pp("input_layernorm"))?,
+                attention: Attention {
+                    q: linear(h, heads * head_dim, bias, attn.pp("q_proj"))?,
+                    k: linear(h, kv_heads * head_dim, bias, attn.pp("k_proj"))?,
+                    v: linear(h, kv_heads * head_dim, bias, attn.pp("v_proj"))?,
+                    o: linear(heads * head_dim, h, false, attn.pp("o_proj"))?,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                },
+                sandwich,
+                pre_mlp_norm: candle_nn::rms_norm(h, eps, vb.pp("post_attention_layernorm"))?,
+                gate_up: linear(h, 2 * i, false, vb.pp("mlp.gate_up_proj"))?,
+                down: linear(i, h, false, vb.pp("mlp.down_proj"))?,
+            });
+            on_layer(n + 1, total);
+        }
+        let lm_head = if config.tie_word_embeddings {
+            Linear::new(embed.embeddings().clone(), None)
+        } else {
+            candle_nn::linear_no_bias(h, config.vocab_size, vb.pp("lm_head"))?
+        };
+        Ok(Self {
+            norm: candle_nn::rms_norm(h, eps, vb.pp("model.norm"))?,
+            rotary: Rotary::new(config, vb.dtype(), vb.device())?,
+            embed,
+            layers,
+            lm_head,
+            kernels,
+            max_positions: config.max_position_embeddings,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    /// An empty cache for a new sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: self.layers.iter().map(|_| candle_nn::kv_cache::KvCache::new(2, 256)).collect(),
+        }
+    }
+
+    /// Longest sequence the model accepts.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Run the new tokens of every item through the model, append them to the items' caches,
+    /// and return the next-token logits after each item's last token: `[items, vocab]`, f32.
+    pub fn forward(&self, batch: &mut [BatchItem]) -> Result<Tensor> {
+        let hidden = self.forward_hidden(batch)?;
+        let last: Vec<Tensor> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, item)| hidden.i((i, item.tokens.len() - 1)))
+            .collect::<Result<_>>()?;
+        Tensor::stack(&last, 0)?.apply(&self.lm_head)?.to_dtype(DType::F32)
+    }
+
+    /// Logits at every position of one sequence's new tokens: `[tokens, vocab]` (for training
+    /// and scoring).
+    pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.forward_hidden(&mut [BatchItem { tokens, cache }])?;
+        hidden.i(0)?.apply(&self.lm_head)
+    }
+
+    fn forward_hidden(&self, batch: &mut [BatchItem]) -> Result<Tensor> {
+        let lens: Vec<usize> = batch.iter().map(|item| item.tokens.len()).collect();
+        let offsets: Vec<usize> = batch.iter().map(|item| item.cache.len()).collect();
+        let width = lens.iter().copied().max().unwrap_or(0);
+        if batch.is_empty() || lens.contains(&0) {
+            candle_core::bail!("every sequence in a batch needs at least one new token");
+        }
+        let total = offsets.iter().zip(&lens).map(|(o, l)| o + l).max().unwrap_or(0);
+        if total > self.max_positions {
+            candle_core::bail!(
+                "the sequence needs {total} positions but the model has {}",
+                self.max_positions
+            );
+        }
+        let b = batch.len();
+        // Pad short items by repeating their last token at their last position: the padded
+        // rows are computed and discarded, and never enter a cache.
+        let mut ids = Vec::with_capacity(b * width);
+        let mut positions = Vec::with_capacity(b * width);
+        for (item, &offset) in batch.iter().zip(&offsets) {
+            for t in 0..width {
+                let t = t.min(item.tokens.len() - 1);
+                ids.push(item.tokens[t]);
+                positions.push((offset + t) as u32);
+            }
+        }
+        let ids = Tensor::from_vec(ids, (b, width), &self.device)?;
+        let positions = Tensor::from_vec(positions, b * width, &self.device)?;
+        let half = self.rotary.dim / 2;
+        let pass = Pass {
+            cos: self.rotary.cos.index_select(&positions, 0)?.reshape((b, width, half))?,
+            sin: self.rotary.sin.index_select(&positions, 0)?.reshape((b, width, half))?,
+            mask: self.mask(&offsets, &lens, width, total)?,
+            lens: &lens,
+            total,
+            kernels: self.kernels,
+        };
+        let mut x = self.embed.forward(&ids)?;
+        for (n, layer) in self.layers.iter().enumerate() {
+            let mut caches: Vec<&mut candle_nn::kv_cache::KvCache> =
+                batch.iter_mut().map(|item| &mut item.cache.layers[n]).collect();
+            x = layer.forward(&x, &pass, &mut caches)?;
+        }
+        norm(&self.norm, &x, self.kernels)
+    }
+
+    /// Additive mask `[b, 1, width, total]`: a query sees the keys at or before its own
+    /// position in its own sequence; keys past a sequence's end are padding.
+    fn mask(
+        &self,
+        offsets: &[usize],
+        lens: &[usize],
+        width: usize,
+        total: usize,
+    ) -> Result<Option<Tensor>> {
+        if width == 1 && offsets.iter().zip(lens).all(|(o, l)| o + l == total) {
+            return Ok(None);
+        }
+        let mut mask = Vec::with_capacity(offsets.len() * width * total);
+        for (&offset, &len) in offsets.iter().zip(lens) {
+            for t in 0..width {
+                let last_visible = offset + t.min(len - 1);
+                mask.extend(
+                    (0..total).map(|j| if j <= last_visible { 0f32 } else { f32::NEG_INFINITY }),
+                );
+            }
+        }
+        let mask = Tensor::from_vec(mask, (offsets.len(), 1, width, total), &self.device)?;
+        Ok(Some(mask.to_dtype(self.dtype)?))
+    }
+}
+
+impl Layer {
+    fn forward(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        caches: &mut [&mut candle_nn::kv_cache::KvCache],
+    ) -> Result<Tensor> {
+        let attended =
+            self.attention.forward(&norm(&self.input_norm, x, pass.kernels)?, pass, caches)?;
+        let attended = match &self.sandwich {
+            Some((post_attn, _)) => norm(post_attn, &attended, pass.kernels)?,
+            None => attended,
+        };
+        let x = (x + attended)?;
+        let gate_up = linear(&self.gate_up, &norm(&self.pre_mlp_norm, &x, pass.kernels)?)?;
+        let inner = gate_up.dim(D::Minus1)? / 2;
+        let gate = gate_up.narrow(D::Minus1, 0, inner)?.silu()?;
+        let up = gate_up.narrow(D::Minus1, inner, inner)?;
+        let mlp = linear(&self.down, &(gate * up)?)?;
+        let mlp = match &self.sandwich {
+            Some((_, post_mlp)) => norm(post_mlp, &mlp, pass.kernels)?,
+            None => mlp,
+        };
+        x + mlp
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        caches: &mut [&mut candle_nn::kv_cache::KvCache],
+    ) -> Result<Tensor> {
+        let (b, width, _) = x.dims3()?;
+        let split = |t: Tensor, heads| t.reshape((b, width, heads, self.head_dim))?.transpose(1, 2);
+        let q = split(linear(&self.q, x)?, self.heads)?;
+        let k = split(linear(&self.k, x)?, self.kv_heads)?;
+        let v = split(linear(&self.v, x)?, self.kv_heads)?.contiguous()?;
+        let q = rotate(&q, pass)?;
+        let k = rotate(&k, pass)?;
+
+        let mut keys = Vec::with_capacity(b);
+        let mut values = Vec::with_capacity(b);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let len = pass.lens[i];
+            let (k_all, v_all) = cache.append(
+                &k.i(i..i + 1)?.narrow(2, 0, len)?.contiguous()?,
+                &v.i(i..i + 1)?.narrow(2, 0, len)?.contiguous()?,
+            )?;
+            let pad = pass.total - k_all.dim(2)?;
+            keys.push(k_all.pad_with_zeros(2, 0, pad)?);
+            values.push(v_all.pad_with_zeros(2, 0, pad)?);
+        }
+        let (keys, values) = if b == 1 {
+            (keys.remove(0), values.remove(0))
+        } else {
+            (Tensor::cat(&keys, 0)?, Tensor::cat(&values, 0)?)
+        };
+        let groups = self.heads / self.kv_heads;
+        let keys = candle_transformers::utils::repeat_kv(keys, groups)?.contiguous()?;
+        let values = candle_transformers::utils::repeat_kv(values, groups)?.contiguous()?;
+
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = (q.contiguous()?.matmul(&keys.t()?)? * scale)?;
+        if let Some(mask) = &pass.mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = match pass.kernels {
+            Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
+            Kernels::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        let context = probs.matmul(&values)?.transpose(1, 2)?.reshape((
+            b,
+            width,
+            self.heads * self.head_dim,
+        ))?;
+        linear(&self.o, &context)
+    }
+}
+
+impl Rotary {
+    fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let dim = config.rotary_dim();
+        let inv_freq: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1f32 / config.rope_theta.powf(i as f64 / dim as f64) as f32)
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
+        let positions = config.max_position_embeddings;
+        let t = Tensor::arange(0u32, positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)?, dim })
+    }
+}
+
+/// Interleaved rotary embedding on the first `rotary.dim` channels of each head.
+fn rotate(x: &Tensor, pass: &Pass) -> Result<Tensor> {
+    let head_dim = x.dim(D::Minus1)?;
+    let dim = pass.cos.dim(D::Minus1)? * 2;
+    let turned = x.narrow(D::Minus1, 0, dim)?.contiguous()?;
+    let turned = match pass.kernels {
+        Kernels::Fused => candle_nn::rotary_emb::rope_i(&turned, &pass.cos, &pass.sin)?,
+        Kernels::Differentiable => rope_i_differentiable(&turned, &pass.cos, &pass.sin)?,
+    };
+    if dim == head_dim {
+        return Ok(turned);
+    }
+    Tensor::cat(&[&turned, &x.narrow(D::Minus1, dim, head_dim - dim)?], D::Minus1)
+}
+
+/// `rope_i` from plain ops, with per-sequence `cos`/`sin` of shape `[b, t, d/2]`
+/// (candle's `rope_i_slow` takes one table for the whole batch).
+fn rope_i_differentiable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, heads, t, d) = x.dims4()?;
+    let cos = cos.reshape((b, 1, t, d / 2, 1))?;
+    let sin = sin.reshape((b, 1, t, d / 2, 1))?;
+    let pairs = x.reshape((b, heads, t, d / 2, 2))?;
+    let (x0, x1) = (pairs.narrow(D::Minus1, 0, 1)?, pairs.narrow(D::Minus1, 1, 1)?);
+    let y0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+    let y1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+    Tensor::cat(&[y0, y1], D::Minus1)?.flatten_from(D::Minus2)
+}
+
+/// A linear layer over `[b, t, in]` as one `[b*t, in]` matrix product, so a batch reads each
+/// weight once.
+fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    let (b, t, width) = x.dims3()?;
+    let y = layer.forward(&x.reshape((b * t, width))?)?;
+    let out = y.dim(1)?;
+    y.reshape((b, t, out))
+}
+
+fn norm(layer: &RmsNorm, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    match kernels {
+        Kernels::Fused => layer.forward(&x.contiguous()?),
+        Kernels::Differentiable => layer.forward_diff(x),
+    }
+}

@@ -1,0 +1,130 @@
+//! `autoglm generate`: load a checkpoint with a progress bar, stream one answer, report speed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use autoglm_host::engine::{ChatMessage, DeviceChoice, Engine, FinishReason, Role, SamplingParams};
+
+/// Options of `autoglm generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The checkpoint directory: config.json, model.safetensors (or shards), tokenizer.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt, sent as a user message through the model's chat template.
+    prompt: String,
+    /// Most tokens to generate (default: the checkpoint's, else 512).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy (default: the checkpoint's, else 0.7).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Keep only the k most likely tokens; 0 keeps all.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Penalty for tokens already in the sequence; 1 is off.
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Seed for repeatable sampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A system message before the prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the prompt as it is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+}
+
+/// Run `autoglm generate` (blocking: call it off the async runtime).
+pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(args.model.display().to_string());
+    let engine = Engine::load(&args.model, args.device, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    bar.finish_and_clear();
+    let info = engine.info();
+    eprintln!(
+        "{}: {} with {:.1}M parameters on {} ({} prompt template)",
+        info.name,
+        info.architecture.hf_name(),
+        info.parameters as f64 / 1e6,
+        info.device,
+        if info.jinja_template { "its own" } else { "the built-in GLM-4" }
+    );
+
+    let mut params = engine.defaults().clone();
+    override_params(&mut params, args);
+    let prompt = if args.raw {
+        args.prompt.clone()
+    } else {
+        let mut messages: Vec<ChatMessage> =
+            args.system.iter().map(|s| ChatMessage::new(Role::System, s.clone())).collect();
+        messages.push(ChatMessage::new(Role::User, args.prompt.clone()));
+        engine.render(&messages, &[])?
+    };
+    let mut stdout = std::io::stdout().lock();
+    let generation = engine.generate(&prompt, &params, |text| {
+        // A closed pipe (`| head`) ends the output, not the generation's bookkeeping.
+        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    })?;
+    let _ = writeln!(stdout);
+    let rate = |tokens: usize, secs: f64| if secs > 0.0 { tokens as f64 / secs } else { 0.0 };
+    let prefill = generation.prefill.as_secs_f64();
+    let decode = generation.decode.as_secs_f64();
+    let decoded = generation.decode_passes;
+    eprintln!(
+        "prefill: {} tokens in {:.1} ms ({:.1} tokens/s); decode: {} tokens in {:.1} ms ({:.1} tokens/s); {}",
+        generation.prompt_tokens,
+        prefill * 1e3,
+        rate(generation.prompt_tokens, prefill),
+        decoded,
+        decode * 1e3,
+        rate(decoded, decode),
+        match generation.finish {
+            FinishReason::Stop(token) => format!(
+                "stopped by {}",
+                engine.tokenizer().inner().id_to_token(token).unwrap_or_else(|| token.to_string())
+            ),
+            FinishReason::Length => "stopped at the token limit".into(),
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn override_params(params: &mut SamplingParams, args: &GenerateArgs) {
+    if let Some(n) = args.max_tokens {
+        params.max_new_tokens = n;
+    }
+    if let Some(t) = args.temperature {
+        params.temperature = t;
+        params.do_sample = t > 0.0;
+    }
+    if let Some(k) = args.top_k {
+        params.top_k = k;
+    }
+    if let Some(p) = args.top_p {
+        params.top_p = p;
+    }
+    if let Some(r) = args.repetition_penalty {
+        params.repetition_penalty = r;
+    }
+    params.seed = args.seed.or(params.seed);
+}

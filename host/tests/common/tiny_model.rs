@@ -1,0 +1,104 @@
+//! Tiny random-weight GLM checkpoints written into a temporary directory: config.json,
+//! model.safetensors and a byte-level tokenizer.json with GLM-4's special tokens.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use autoglm_host::engine::weights::expected_tensors;
+use autoglm_host::engine::{Architecture, ModelConfig};
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+/// GLM-4's special tokens, in their official order.
+pub const SPECIALS: [&str; 10] = [
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+];
+
+/// A small config of `architecture` (a Hugging Face class name).
+pub fn tiny_config(architecture: &str) -> Value {
+    json!({
+        "architectures": [architecture],
+        "vocab_size": 272,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "partial_rotary_factor": 0.5,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 256,
+        "attention_bias": true,
+        "tie_word_embeddings": false,
+        "hidden_act": "silu",
+        "eos_token_id": [256, 263, 265],
+    })
+}
+
+/// Write a checkpoint for `config` with weights drawn from `seed` into `dir`.
+pub fn write_model(dir: &Path, config: &Value, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
+    write_tokenizer(dir);
+    let parsed: ModelConfig = serde_json::from_value(config.clone()).unwrap();
+    let arch = parsed.architecture().unwrap_or(Architecture::Glm4);
+    save(&random_tensors(&expected_tensors(&parsed, arch), seed), &dir.join("model.safetensors"));
+}
+
+/// Random tensors of the given names and shapes: norms near 1, embeddings near unit scale,
+/// projections small, so activations stay in a useful range through the layers.
+pub fn random_tensors(specs: &[(String, Vec<usize>)], seed: u64) -> HashMap<String, Tensor> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    specs
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let (center, spread) =
+                if name.ends_with("layernorm.weight") || name == "model.norm.weight" {
+                    (1.0, 0.2)
+                } else if name.contains("embed_tokens") {
+                    (0.0, 1.0)
+                } else {
+                    (0.0, 0.5 / (shape.last().copied().unwrap_or(1) as f32).sqrt() * 1.7)
+                };
+            let values: Vec<f32> =
+                (0..n).map(|_| center + spread * rng.random_range(-1.0f32..1.0)).collect();
+            (name.clone(), Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).unwrap())
+        })
+        .collect()
+}
+
+/// Write `tensors` as safetensors.
+pub fn save(tensors: &HashMap<String, Tensor>, path: &Path) {
+    candle_core::safetensors::save(tensors, path).unwrap();
+}
+
+/// A byte-level BPE without merges (one token per byte) plus GLM-4's special tokens at
+/// ids 256..266.
+pub fn write_tokenizer(dir: &Path) {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort_unstable();
+    let vocab: tokenizers::models::bpe::Vocab =
+        alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    let specials: Vec<tokenizers::AddedToken> =
+        SPECIALS.iter().map(|s| tokenizers::AddedToken::from(*s, true)).collect();
+    tokenizer.add_special_tokens(specials).unwrap();
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+}
