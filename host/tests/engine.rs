@@ -527,3 +527,69 @@ fn autoglm_generate_streams_and_reports_speed() {
         "{stderr}"
     );
 }
+
+#[test]
+fn constrained_decoding_turns_a_random_model_into_valid_calls() {
+    let mut config = tiny_config("Glm4ForCausalLM");
+    config["autoglm"] =
+        json!({"copy_arguments": {"get_weather": ["location"]}, "tools_block": "compact"});
+    config["max_position_embeddings"] = json!(1024);
+    let convert = ToolDef {
+        name: "convert".into(),
+        description: "Convert units".into(),
+        parameters: json!({"type": "object", "properties": {
+            "value": {"type": "number"}, "from": {"type": "string"}, "to": {"type": "string", "enum": ["km", "mi"]}
+        }, "required": ["value", "from", "to"]}),
+    };
+    let tools = [weather_tool(), convert];
+    let names = ["get_weather", "convert"];
+    let request = "What's the weather in Buenos Aires, or 5 miles in km?";
+    let params = SamplingParams { require_tool_call: true, ..SamplingParams::greedy(200) };
+    let (mut calls, mut unconstrained_valid) = (0, 0);
+    for seed in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        write_model(dir.path(), &config, 100 + seed);
+        let engine = Engine::load(dir.path(), DeviceChoice::Cpu, |_, _| {}).unwrap();
+        let messages = [ChatMessage::new(Role::User, request)];
+        let mut seq = engine.start_chat(&messages, &tools, &params).unwrap();
+        while seq.finish_reason().is_none() {
+            engine.step(&mut [&mut seq]).unwrap();
+        }
+        let text = engine.tokenizer().decode(seq.generated()).unwrap();
+        if seq.finish_reason() == Some(FinishReason::Length) {
+            continue; // a random model may ramble inside a string until the token limit
+        }
+        let reply = autoglm_host::engine::parse_reply(&text, &names);
+        // Rarely a random model writes a byte that can never complete a character, and the
+        // turn ends there; every other finished reply must be a valid call.
+        let autoglm_host::engine::Reply::Call(call) = reply else {
+            assert!(text.ends_with('\u{FFFD}'), "seed {seed}: not a call: {text:?}");
+            continue;
+        };
+        calls += 1;
+        match call.name.as_str() {
+            "get_weather" => {
+                let location = call.arguments["location"].as_str().unwrap();
+                assert!(
+                    request.contains(location) && !location.is_empty(),
+                    "{location:?} is not copied from the request"
+                );
+            }
+            _ => {
+                assert!(call.arguments["value"].is_number(), "{text}");
+                assert!(["km", "mi"].contains(&call.arguments["to"].as_str().unwrap()), "{text}");
+            }
+        }
+        // The same model without the grammar rarely writes a valid call.
+        let free = SamplingParams { constrain_calls: false, ..SamplingParams::greedy(60) };
+        let g = engine.generate(&engine.render(&messages, &tools).unwrap(), &free, |_| {}).unwrap();
+        if matches!(
+            autoglm_host::engine::parse_reply(&g.text, &names),
+            autoglm_host::engine::Reply::Call(_)
+        ) {
+            unconstrained_valid += 1;
+        }
+    }
+    assert!(calls >= 2, "only {calls} of 6 random models finished a call");
+    assert_eq!(unconstrained_valid, 0, "random models wrote valid calls without the grammar");
+}

@@ -54,6 +54,9 @@ pub enum ToolsBlock {
 pub struct AutoglmSettings {
     /// The tools block the built-in renderer writes.
     pub tools_block: ToolsBlock,
+    /// Tool arguments (tool name -> argument names) whose values the decoder holds to
+    /// whole-word spans of the conversation: where this model copies better constrained.
+    pub copy_arguments: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// The parts of `config.json` the engine reads, with Hugging Face's defaults for the rest.

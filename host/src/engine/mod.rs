@@ -3,6 +3,7 @@
 //! template, reply parser and sampler; [`Engine::step`] advances many sequences in one pass.
 
 pub mod config;
+pub mod constrain;
 pub mod model;
 pub mod parse;
 pub mod sample;
@@ -10,6 +11,7 @@ pub mod template;
 pub mod tokenizer;
 pub mod weights;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, IndexOp};
 
 pub use config::{Architecture, ModelConfig};
+pub use constrain::{CallGrammar, Verdict};
 pub use model::{BatchItem, GlmModel, Kernels, KvCache};
 pub use parse::{Reply, StreamParser, parse_reply};
 pub use sample::{Sampler, SamplingParams};
@@ -172,6 +175,7 @@ pub struct Engine {
     template: ChatTemplate,
     defaults: SamplingParams,
     stop: Vec<u32>,
+    copy_arguments: HashMap<String, Vec<String>>,
     info: ModelInfo,
 }
 
@@ -193,6 +197,7 @@ pub struct Sequence {
     sampler: Sampler,
     max_new_tokens: usize,
     finish: Option<FinishReason>,
+    grammar: Option<CallGrammar>,
 }
 
 impl Sequence {
@@ -283,7 +288,8 @@ impl Engine {
         stop.extend(config.eos_token_id.iter().flat_map(|e| e.ids()));
         stop.sort_unstable();
         stop.dedup();
-        Self { model, tokenizer, template, defaults, stop, info }
+        let copy_arguments = config.autoglm.copy_arguments.clone();
+        Self { model, tokenizer, template, defaults, stop, copy_arguments, info }
     }
 
     /// Facts about the model.
@@ -339,7 +345,30 @@ impl Engine {
             sampler: Sampler::new(params),
             max_new_tokens: params.max_new_tokens,
             finish: None,
+            grammar: None,
         })
+    }
+
+    /// Start the assistant's next turn in a conversation with `tools` offered; unless
+    /// `params.constrain_calls` is off, a tool call is held to the tools' names and schemas.
+    pub fn start_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolDef],
+        params: &SamplingParams,
+    ) -> Result<Sequence, EngineError> {
+        let mut seq = self.start(&self.render(messages, tools)?, params)?;
+        if (params.constrain_calls || params.require_tool_call) && !tools.is_empty() {
+            let source: Vec<&str> = messages
+                .iter()
+                .filter(|m| matches!(m.role, Role::User | Role::Observation))
+                .map(|m| m.content.as_str())
+                .collect();
+            let grammar = CallGrammar::new(tools, &self.copy_arguments, &source.join("\n"));
+            seq.grammar =
+                Some(if params.require_tool_call { grammar.requiring_call() } else { grammar });
+        }
+        Ok(seq)
     }
 
     /// Advance every unfinished sequence by one token in a single forward pass (prefill for
@@ -364,7 +393,7 @@ impl Engine {
         };
         for (row, &i) in active.iter().enumerate() {
             let seq = &mut *sequences[i];
-            let token = seq.sampler.sample(&logits.i(row)?, &seq.tokens)?;
+            let token = self.choose(seq, &logits.i(row)?)?;
             if self.stop.contains(&token) {
                 seq.finish = Some(FinishReason::Stop(token));
             } else {
@@ -378,6 +407,33 @@ impl Engine {
             out[i] = Some(token);
         }
         Ok(out)
+    }
+
+    /// The sequence's next token, within its grammar if it has one.
+    fn choose(&self, seq: &mut Sequence, logits: &candle_core::Tensor) -> Result<u32, EngineError> {
+        let Some(grammar) = &seq.grammar else {
+            return Ok(seq.sampler.sample(logits, &seq.tokens)?);
+        };
+        let generated = seq.tokens[seq.prompt_len..].to_vec();
+        let so_far = self.tokenizer.decode(&generated)?;
+        let now = grammar.check(&so_far);
+        let mut candidate = generated.clone();
+        let allowed = |token: u32| {
+            if self.stop.contains(&token) {
+                return matches!(now, Verdict::CompleteCall | Verdict::Text);
+            }
+            if now == Verdict::CompleteCall {
+                return false;
+            }
+            candidate.truncate(generated.len());
+            candidate.push(token);
+            let text = self.tokenizer.decode(&candidate).unwrap_or_default();
+            // A token that adds no text (a special token other than a stop) makes no progress.
+            text != so_far && !matches!(grammar.check(&text), Verdict::Invalid)
+        };
+        let chosen = seq.sampler.sample_allowed(logits, &seq.tokens, allowed)?;
+        // Nothing fits (the vocabulary cannot continue the call): end the turn.
+        Ok(chosen.unwrap_or(self.tokenizer.special.endoftext))
     }
 
     /// Generate after `prompt` alone, calling `on_text` with each piece of text as it decodes.

@@ -193,11 +193,32 @@ impl GlmModel {
         Tensor::stack(&last, 0)?.apply(&self.lm_head)?.to_dtype(DType::F32)
     }
 
-    /// Logits at every position of one sequence's new tokens: `[tokens, vocab]` (for training
-    /// and scoring).
-    pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.forward_hidden(&mut [BatchItem { tokens, cache }])?;
-        hidden.i(0)?.apply(&self.lm_head)
+    /// Logits at every position of a batch of right-padded sequences `[b, t]` without a
+    /// cache: the training forward pass (use [`Kernels::Differentiable`] for gradients).
+    pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        if t > self.max_positions {
+            candle_core::bail!(
+                "the sequences need {t} positions but the model has {}",
+                self.max_positions
+            );
+        }
+        let causal: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        let pass = Pass {
+            cos: self.rotary.cos.narrow(0, 0, t)?,
+            sin: self.rotary.sin.narrow(0, 0, t)?,
+            mask: Some(Tensor::from_vec(causal, (1, 1, t, t), &self.device)?.to_dtype(self.dtype)?),
+            lens: &[],
+            total: t,
+            kernels: self.kernels,
+        };
+        let mut x = self.embed.forward(ids)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &pass, None)?;
+        }
+        linear(&self.lm_head, &norm(&self.norm, &x, self.kernels)?)
     }
 
     fn forward_hidden(&self, batch: &mut [BatchItem]) -> Result<Tensor> {
@@ -241,7 +262,7 @@ impl GlmModel {
         for (n, layer) in self.layers.iter().enumerate() {
             let mut caches: Vec<&mut candle_nn::kv_cache::KvCache> =
                 batch.iter_mut().map(|item| &mut item.cache.layers[n]).collect();
-            x = layer.forward(&x, &pass, &mut caches)?;
+            x = layer.forward(&x, &pass, Some(&mut caches))?;
         }
         norm(&self.norm, &x, self.kernels)
     }
@@ -277,7 +298,7 @@ impl Layer {
         &self,
         x: &Tensor,
         pass: &Pass,
-        caches: &mut [&mut candle_nn::kv_cache::KvCache],
+        caches: Option<&mut [&mut candle_nn::kv_cache::KvCache]>,
     ) -> Result<Tensor> {
         let attended =
             self.attention.forward(&norm(&self.input_norm, x, pass.kernels)?, pass, caches)?;
@@ -304,7 +325,7 @@ impl Attention {
         &self,
         x: &Tensor,
         pass: &Pass,
-        caches: &mut [&mut candle_nn::kv_cache::KvCache],
+        caches: Option<&mut [&mut candle_nn::kv_cache::KvCache]>,
     ) -> Result<Tensor> {
         let (b, width, _) = x.dims3()?;
         let split = |t: Tensor, heads| t.reshape((b, width, heads, self.head_dim))?.transpose(1, 2);
@@ -314,22 +335,9 @@ impl Attention {
         let q = rotate(&q, pass)?;
         let k = rotate(&k, pass)?;
 
-        let mut keys = Vec::with_capacity(b);
-        let mut values = Vec::with_capacity(b);
-        for (i, cache) in caches.iter_mut().enumerate() {
-            let len = pass.lens[i];
-            let (k_all, v_all) = cache.append(
-                &k.i(i..i + 1)?.narrow(2, 0, len)?.contiguous()?,
-                &v.i(i..i + 1)?.narrow(2, 0, len)?.contiguous()?,
-            )?;
-            let pad = pass.total - k_all.dim(2)?;
-            keys.push(k_all.pad_with_zeros(2, 0, pad)?);
-            values.push(v_all.pad_with_zeros(2, 0, pad)?);
-        }
-        let (keys, values) = if b == 1 {
-            (keys.remove(0), values.remove(0))
-        } else {
-            (Tensor::cat(&keys, 0)?, Tensor::cat(&values, 0)?)
+        let (keys, values) = match caches {
+            Some(caches) => self.with_cache(&k, &v, pass, caches)?,
+            None => (k, v),
         };
         let groups = self.heads / self.kv_heads;
         let keys = candle_transformers::utils::repeat_kv(keys, groups)?.contiguous()?;
@@ -350,6 +358,35 @@ impl Attention {
             self.heads * self.head_dim,
         ))?;
         linear(&self.o, &context)
+    }
+}
+
+impl Attention {
+    /// Append each item's new keys and values to its cache and return the whole batch's,
+    /// right-padded to the longest sequence: `[b, kv_heads, total, head_dim]` each.
+    fn with_cache(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        pass: &Pass,
+        caches: &mut [&mut candle_nn::kv_cache::KvCache],
+    ) -> Result<(Tensor, Tensor)> {
+        let mut keys = Vec::with_capacity(caches.len());
+        let mut values = Vec::with_capacity(caches.len());
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let len = pass.lens[i];
+            let (k_all, v_all) = cache.append(
+                &k.i(i..i + 1)?.narrow(2, 0, len)?.contiguous()?,
+                &v.i(i..i + 1)?.narrow(2, 0, len)?.contiguous()?,
+            )?;
+            let pad = pass.total - k_all.dim(2)?;
+            keys.push(k_all.pad_with_zeros(2, 0, pad)?);
+            values.push(v_all.pad_with_zeros(2, 0, pad)?);
+        }
+        if keys.len() == 1 {
+            return Ok((keys.remove(0), values.remove(0)));
+        }
+        Ok((Tensor::cat(&keys, 0)?, Tensor::cat(&values, 0)?))
     }
 }
 
@@ -385,12 +422,13 @@ fn rotate(x: &Tensor, pass: &Pass) -> Result<Tensor> {
     Tensor::cat(&[&turned, &x.narrow(D::Minus1, dim, head_dim - dim)?], D::Minus1)
 }
 
-/// `rope_i` from plain ops, with per-sequence `cos`/`sin` of shape `[b, t, d/2]`
-/// (candle's `rope_i_slow` takes one table for the whole batch).
+/// `rope_i` from plain ops, with `cos`/`sin` of shape `[t, d/2]` or per sequence
+/// `[b, t, d/2]` (candle's `rope_i_slow` takes only the first).
 fn rope_i_differentiable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (b, heads, t, d) = x.dims4()?;
-    let cos = cos.reshape((b, 1, t, d / 2, 1))?;
-    let sin = sin.reshape((b, 1, t, d / 2, 1))?;
+    let rows = if cos.rank() == 3 { b } else { 1 };
+    let cos = cos.reshape((rows, 1, t, d / 2, 1))?;
+    let sin = sin.reshape((rows, 1, t, d / 2, 1))?;
     let pairs = x.reshape((b, heads, t, d / 2, 2))?;
     let (x0, x1) = (pairs.narrow(D::Minus1, 0, 1)?, pairs.narrow(D::Minus1, 1, 1)?);
     let y0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;

@@ -28,6 +28,10 @@ pub struct SamplingParams {
     pub do_sample: bool,
     /// Seed of the sampler, for repeatable output; random when absent.
     pub seed: Option<u64>,
+    /// Hold tool calls to the offered names and their argument schemas.
+    pub constrain_calls: bool,
+    /// Allow no plain answer when tools are offered (OpenAI's `tool_choice: "required"`).
+    pub require_tool_call: bool,
 }
 
 impl Default for SamplingParams {
@@ -41,6 +45,8 @@ impl Default for SamplingParams {
             repetition_penalty: 1.0,
             do_sample: true,
             seed: None,
+            constrain_calls: true,
+            require_tool_call: false,
         }
     }
 }
@@ -76,7 +82,7 @@ impl SamplingParams {
             top_p: g.top_p.unwrap_or(d.top_p),
             repetition_penalty: g.repetition_penalty.unwrap_or(d.repetition_penalty),
             do_sample: g.do_sample.unwrap_or(d.do_sample),
-            seed: None,
+            ..d
         })
     }
 
@@ -107,7 +113,11 @@ impl SamplingParams {
 pub struct Sampler {
     processor: LogitsProcessor,
     penalty: f32,
+    greedy: bool,
 }
+
+/// How many of the likeliest tokens a constrained sampler checks against the grammar.
+const CONSTRAINED_CANDIDATES: usize = 64;
 
 impl Sampler {
     /// A sampler for `params`.
@@ -125,17 +135,50 @@ impl Sampler {
         Self {
             processor: LogitsProcessor::from_sampling(seed, sampling),
             penalty: params.repetition_penalty,
+            greedy,
         }
     }
 
     /// The next token given `logits` (`[vocab]`, f32) and the sequence so far.
     pub fn sample(&mut self, logits: &Tensor, context: &[u32]) -> candle_core::Result<u32> {
+        self.processor.sample(&self.penalised(logits, context)?)
+    }
+
+    /// The next token among those `allowed` accepts: the likeliest allowed one when greedy,
+    /// else a sample from the allowed ones among the likeliest few. None if no token is allowed.
+    pub fn sample_allowed(
+        &mut self,
+        logits: &Tensor,
+        context: &[u32],
+        mut allowed: impl FnMut(u32) -> bool,
+    ) -> candle_core::Result<Option<u32>> {
+        let logits = self.penalised(logits, context)?;
+        let values: Vec<f32> = logits.to_vec1()?;
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| values[b as usize].total_cmp(&values[a as usize]));
+        if self.greedy {
+            return Ok(order.into_iter().find(|&t| allowed(t)));
+        }
+        let mut masked = vec![f32::NEG_INFINITY; values.len()];
+        let mut any = false;
+        for &t in order.iter().take(CONSTRAINED_CANDIDATES) {
+            if allowed(t) {
+                masked[t as usize] = values[t as usize];
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(order.into_iter().skip(CONSTRAINED_CANDIDATES).find(|&t| allowed(t)));
+        }
+        let masked = Tensor::from_vec(masked, values.len(), logits.device())?;
+        self.processor.sample(&masked).map(Some)
+    }
+
+    fn penalised(&self, logits: &Tensor, context: &[u32]) -> candle_core::Result<Tensor> {
         if self.penalty == 1.0 {
-            self.processor.sample(logits)
+            Ok(logits.clone())
         } else {
-            let logits =
-                candle_transformers::utils::apply_repeat_penalty(logits, self.penalty, context)?;
-            self.processor.sample(&logits)
+            candle_transformers::utils::apply_repeat_penalty(logits, self.penalty, context)
         }
     }
 }
