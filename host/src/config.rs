@@ -30,6 +30,37 @@ pub struct Config {
     /// Settings of `autoglm serve`.
     #[serde(default)]
     pub server: ServerSettings,
+    /// The language model: a local checkpoint or a remote OpenAI-compatible server.
+    #[serde(default)]
+    pub model: ModelSettings,
+}
+
+/// Which language model answers chat requests, and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// A local GLM-4 family checkpoint directory (relative to the working directory).
+    pub path: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N` for the local checkpoint.
+    pub device: String,
+    /// Most model turns per request in the agent loop.
+    pub max_steps: usize,
+    /// How the local engine batches concurrent requests.
+    pub batching: crate::engine::scheduler::BatchSettings,
+    /// A remote OpenAI-compatible server to use instead of a local checkpoint.
+    pub remote: Option<crate::engine::remote::RemoteSettings>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            path: None,
+            device: "cpu".into(),
+            max_steps: crate::agent::DEFAULT_MAX_STEPS,
+            batching: Default::default(),
+            remote: None,
+        }
+    }
 }
 
 /// Settings of the HTTP endpoint.

@@ -52,6 +52,10 @@ pub enum ErrorKind {
     RateLimited,
     /// No language model is configured or it is not ready.
     EngineUnavailable,
+    /// The language model failed while generating.
+    EngineError,
+    /// The remote (upstream) model answered with an error or not at all.
+    UpstreamError,
 }
 
 impl ErrorKind {
@@ -78,6 +82,8 @@ impl ErrorKind {
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
             Self::EngineUnavailable => "engine_unavailable",
+            Self::EngineError => "engine_error",
+            Self::UpstreamError => "upstream_error",
         }
     }
 
@@ -98,7 +104,9 @@ impl ErrorKind {
             | Self::MemoryLimit
             | Self::OutputTooLarge
             | Self::Trap
-            | Self::IncompatiblePlugin => 500,
+            | Self::IncompatiblePlugin
+            | Self::EngineError => 500,
+            Self::UpstreamError => 502,
         }
     }
 }

@@ -4,9 +4,11 @@
 //! Requests flow one way, from the edge inward: CLI / HTTP -> [`router`] ->
 //! [`runtime`] (sandbox per call) under [`policy`].
 
+pub mod agent;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
@@ -45,4 +47,25 @@ pub async fn open(
     let cache = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let runtime = Runtime::new(&config.engine, Some(cache))?;
     LiveRegistry::open(runtime, config.clone(), plugins_dir.to_path_buf()).await
+}
+
+/// The chat model `settings` name (a remote server wins over a local checkpoint), with the
+/// local engine's batching counters; None when neither is configured. `on_layer` reports
+/// loading progress of a local checkpoint.
+pub fn open_model(
+    settings: &config::ModelSettings,
+    on_layer: impl FnMut(usize, usize),
+) -> anyhow::Result<Option<engine::chat::OpenedModel>> {
+    use anyhow::Context;
+    if let Some(remote) = &settings.remote {
+        let model = engine::remote::RemoteModel::new(remote.clone())?;
+        return Ok(Some(engine::chat::OpenedModel { model: Arc::new(model), stats: None }));
+    }
+    let Some(path) = &settings.path else { return Ok(None) };
+    let device = settings.device.parse().map_err(anyhow::Error::msg)?;
+    let engine = engine::Engine::load(path, device, on_layer)
+        .with_context(|| format!("cannot load the model in {}", path.display()))?;
+    let local = engine::chat::LocalModel::new(engine, settings.batching.clone());
+    let stats = local.stats().clone();
+    Ok(Some(engine::chat::OpenedModel { model: Arc::new(local), stats: Some(stats) }))
 }

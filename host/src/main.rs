@@ -1,6 +1,6 @@
 //! `autoglm`: the command line of the Open-AutoGLM host.
 
-mod generate;
+mod cli;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +10,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+use autoglm_host::agent::Agent;
 use autoglm_host::config::Config;
+use autoglm_host::engine::remote::RemoteSettings;
+use autoglm_host::engine::scheduler::SchedulerStats;
 use autoglm_host::registry::{LiveRegistry, Watch, load_plugin};
 use autoglm_host::router::Router;
 use autoglm_host::runtime::Runtime;
@@ -61,6 +64,17 @@ enum Command {
         addr: Option<String>,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Ask the agent a question (or chat interactively without one); tool calls are shown.
+    Chat {
+        /// The question; without it, questions are read from the terminal.
+        question: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Create a plugin project from a template.
     New {
@@ -79,7 +93,14 @@ enum Command {
         host: HostArgs,
     },
     /// Generate text with a local GLM-4 family checkpoint, streaming the tokens.
-    Generate(generate::GenerateArgs),
+    Generate(cli::generate::GenerateArgs),
+    /// Score a model's tool calling on a JSON lines file of cases.
+    Eval {
+        #[command(flatten)]
+        eval: cli::eval::EvalArgs,
+        #[command(flatten)]
+        host: HostArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +110,68 @@ enum PluginCommand {
         /// The component file.
         file: PathBuf,
     },
+}
+
+/// Which language model answers (overrides the config's `[model]`).
+#[derive(Args)]
+struct ModelArgs {
+    /// A local GLM-4 family checkpoint directory.
+    #[arg(long, env = "AUTOGLM_MODEL")]
+    model: Option<PathBuf>,
+    /// An OpenAI-compatible server to use as the model instead, e.g. http://vllm:8000/v1.
+    #[arg(long, env = "AUTOGLM_UPSTREAM")]
+    upstream: Option<String>,
+    /// The model name to ask the upstream for.
+    #[arg(long, requires = "upstream")]
+    upstream_model: Option<String>,
+    /// cpu, cuda or cuda:N for a local checkpoint.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl ModelArgs {
+    /// Load the model these arguments and `config` name, and build the agent over `plugins`.
+    async fn agent(
+        &self,
+        config: &Config,
+        plugins: Arc<LiveRegistry>,
+        metrics: Option<Arc<autoglm_host::metrics::Metrics>>,
+    ) -> anyhow::Result<Option<(Arc<Agent>, Option<Arc<SchedulerStats>>)>> {
+        let mut settings = config.model.clone();
+        if let Some(path) = &self.model {
+            settings.path = Some(path.clone());
+            settings.remote = None;
+        }
+        if let Some(url) = &self.upstream {
+            settings.remote = Some(RemoteSettings {
+                url: url.clone(),
+                model: self.upstream_model.clone().unwrap_or_else(|| "default".into()),
+                api_key_env: settings.remote.as_ref().and_then(|r| r.api_key_env.clone()),
+                timeout_secs: settings.remote.as_ref().map_or(120, |r| r.timeout_secs),
+            });
+        }
+        if let Some(device) = &self.device {
+            settings.device = device.clone();
+        }
+        let bar = settings.path.as_deref().map(cli::load_bar);
+        let opened = tokio::task::spawn_blocking(move || {
+            autoglm_host::open_model(&settings, |done, total| {
+                if let Some(bar) = &bar {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }
+            })
+        })
+        .await??;
+        Ok(opened.map(|opened| {
+            let agent = Agent::new(opened.model, plugins, config.model.max_steps);
+            let agent = match metrics {
+                Some(metrics) => agent.with_metrics(metrics),
+                None => agent,
+            };
+            (Arc::new(agent), opened.stats)
+        }))
+    }
 }
 
 #[derive(Args)]
@@ -160,7 +243,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => {
-            tokio::task::spawn_blocking(move || generate::run(&args)).await?
+            tokio::task::spawn_blocking(move || cli::generate::run(&args)).await?
+        }
+        Command::Eval { eval, host } => {
+            let tools = host.open().await?.tool_defs();
+            tokio::task::spawn_blocking(move || cli::eval::run(&eval, &tools)).await?
         }
         Command::Tools { host, json } => list_tools(&*host.open().await?, json),
         Command::Call { tool, args, host } => {
@@ -179,7 +266,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file).await,
-        Command::Serve { addr, host } => {
+        Command::Chat { question, host, model } => {
+            let (config, dir) = host.resolve()?;
+            let (plugins, errors) = open(&config, &dir).await?;
+            for error in errors {
+                eprintln!("warning: {error}");
+            }
+            let Some((agent, _)) = model.agent(&config, plugins, None).await? else {
+                anyhow::bail!(
+                    "no model to chat with: pass --model DIR or --upstream URL, or set [model] in the config"
+                );
+            };
+            cli::chat::run(agent, question).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { addr, host, model } => {
             let (config, plugins, _watch) = host.start()?;
             let mut settings = config.server.clone();
             if let Some(addr) = addr {
@@ -189,8 +290,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.addr))?;
             let local = listener.local_addr()?;
-            let state =
-                Arc::new(AppState::new(plugins.clone(), settings, local.ip().is_loopback())?);
+            let mut state = AppState::new(plugins.clone(), settings, local.ip().is_loopback())?;
+            if let Some((agent, stats)) =
+                model.agent(&config, plugins.clone(), Some(state.metrics.clone())).await?
+            {
+                eprintln!("autoglm: chat completions answered by {}", agent.model().name());
+                state = state.with_agent(agent, stats);
+            }
+            let state = Arc::new(state);
             eprintln!(
                 "autoglm: listening on http://{local} (plugins from {}; MCP at /mcp, tools at /v1/tools)",
                 plugins.dir().display()

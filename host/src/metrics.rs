@@ -45,6 +45,7 @@ pub struct Metrics {
     memory_peak: Family<PluginLabels, Gauge<u64, AtomicU64>>,
     in_flight: Gauge,
     http: Family<HttpLabels, Counter>,
+    model: [(&'static str, Gauge); 6],
 }
 
 impl Default for Metrics {
@@ -81,7 +82,23 @@ impl Default for Metrics {
             in_flight.clone(),
         );
         registry.register("http_requests", "HTTP requests by route and status", http.clone());
-        Self { registry, calls, latency, fuel, memory_peak, in_flight, http }
+        let model = [
+            ("model_queue_depth", "Chat requests waiting for a place in the batch"),
+            ("model_batch_size", "Sequences in the running batch"),
+            ("model_forward_passes", "Forward passes the local engine ran"),
+            (
+                "model_sequence_steps",
+                "Sequences stepped, summed over passes (divide by passes for the mean batch)",
+            ),
+            ("model_generated_tokens", "Tokens the local engine generated"),
+            ("model_refused_requests", "Chat requests refused because the queue was full"),
+        ]
+        .map(|(name, help)| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            (name, gauge)
+        });
+        Self { registry, calls, latency, fuel, memory_peak, in_flight, http, model }
     }
 }
 
@@ -121,6 +138,22 @@ impl Metrics {
     /// Record an HTTP request answered with `status` on `route`.
     pub fn record_http(&self, route: &str, status: u16) {
         self.http.get_or_create(&HttpLabels { route: route.to_string(), status }).inc();
+    }
+
+    /// Copy the local engine's scheduler counters into the exported gauges.
+    pub fn observe_scheduler(&self, stats: &crate::engine::scheduler::SchedulerStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let values = [
+            stats.queued.load(Relaxed),
+            stats.running.load(Relaxed),
+            stats.passes.load(Relaxed),
+            stats.sequence_steps.load(Relaxed),
+            stats.tokens.load(Relaxed),
+            stats.refused.load(Relaxed),
+        ];
+        for ((_, gauge), value) in self.model.iter().zip(values) {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
     }
 
     /// The metrics in Prometheus text format.

@@ -68,6 +68,26 @@ impl Router {
         }
     }
 
+    /// Every tool as a language model is offered it (short name, description, input schema
+    /// without `$schema`), beside its canonical id.
+    pub fn tool_defs(&self) -> Vec<(String, crate::engine::ToolDef)> {
+        self.targets()
+            .into_iter()
+            .map(|target| {
+                let mut parameters = target.tool().input_schema.clone();
+                if let Some(schema) = parameters.as_object_mut() {
+                    schema.remove("$schema");
+                }
+                let def = crate::engine::ToolDef {
+                    name: self.short_name(&target),
+                    description: target.tool().spec.description.clone(),
+                    parameters,
+                };
+                (target.id(), def)
+            })
+            .collect()
+    }
+
     /// Find the tool called `name` (`plugin.tool`, `plugin__tool` or a unique bare name).
     pub fn resolve(&self, name: &str) -> Result<Target, CallError> {
         let split = name.split_once('.').or_else(|| name.split_once("__"));

@@ -218,6 +218,7 @@ fn generation_stops_on_stop_tokens_and_length() {
         FinishReason::Stop(token) => {
             assert!([256, 263, 265].contains(&token), "stopped on {token}")
         }
+        FinishReason::Aborted => panic!("nothing aborted the generation"),
     }
     // Streamed text pieces add up to the decoded text.
     let mut streamed = String::new();
@@ -592,4 +593,40 @@ fn constrained_decoding_turns_a_random_model_into_valid_calls() {
     }
     assert!(calls >= 2, "only {calls} of 6 random models finished a call");
     assert_eq!(unconstrained_valid, 0, "random models wrote valid calls without the grammar");
+}
+
+#[test]
+fn the_training_pass_with_a_shared_prefix_matches_inference() {
+    let dir = model_dir("Glm4ForCausalLM", 12);
+    let config = ModelConfig::load(dir.path()).unwrap();
+    let vb = open(
+        &[dir.path().join("model.safetensors")],
+        &expected_tensors(&config, Architecture::Glm4),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let model =
+        GlmModel::new(&config, Architecture::Glm4, vb, Kernels::Differentiable, |_, _| {}).unwrap();
+    let prefix = [258u32, 260, 262, 35, 32, 84];
+    let suffixes: [[u32; 4]; 2] = [[263, 104, 105, 264], [263, 121, 111, 264]];
+    let ids = Tensor::new(&suffixes, &Device::Cpu).unwrap();
+    let shared = model.forward_train(&prefix, &ids).unwrap();
+    let whole = [&prefix[..], &suffixes[0][..]].concat();
+    let unshared = model
+        .forward_train(
+            &[],
+            &Tensor::new(whole.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
+        )
+        .unwrap();
+    for (row, suffix) in suffixes.iter().enumerate() {
+        let full = [&prefix[..], &suffix[..]].concat();
+        for pos in 0..suffix.len() {
+            let expected = logits(&model, &full[..prefix.len() + pos + 1], &mut model.new_cache());
+            let diff = max_abs_diff(&shared.i((row, pos)).unwrap(), &expected);
+            assert!(diff <= 1e-4, "suffix {row} position {pos}: differs by {diff}");
+        }
+    }
+    let diff = max_abs_diff(&shared.i(0).unwrap(), &unshared.i((0, prefix.len()..)).unwrap());
+    assert!(diff <= 1e-4, "shared and unshared training passes differ by {diff}");
 }

@@ -44,7 +44,8 @@ pub enum ToolsBlock {
     /// Each tool's function object as indented JSON, as the official GLM-4 template does.
     #[default]
     Official,
-    /// One line per tool (name, description, parameter names and types), for small models.
+    /// One line per tool (name, parameter names and types, the description's first clause),
+    /// for small models.
     Compact,
 }
 

@@ -455,6 +455,12 @@ fn copies(source: &[char], text: &str, closed: bool) -> bool {
     if text.is_empty() && !pending {
         return !closed;
     }
+    // A span of words neither starts nor ends with whitespace.
+    if text.first().is_some_and(|c| c.is_whitespace())
+        || (closed && text.last().is_some_and(|c| c.is_whitespace()))
+    {
+        return false;
+    }
     (0..source.len()).any(|start| {
         let end = start + text.len();
         boundary(source, start)
@@ -522,6 +528,8 @@ mod tests {
             "get_weather\n{\"place\"",
             "get_weather\n{\"location\": 5",
             "get_weather\n{\"location\": \"Bueno\"",
+            "get_weather\n{\"location\": \"Buenos \"",
+            "get_weather\n{\"location\": \" Buenos",
             "get_weather\n{\"location\": \"Paris",
             "get_weather\n{\"location\": \"enos",
             "get_weather\n{}",

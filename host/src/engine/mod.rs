@@ -2,11 +2,14 @@
 //! candle, CPU by default or CUDA with the `cuda` feature. Owns the model, tokenizer, chat
 //! template, reply parser and sampler; [`Engine::step`] advances many sequences in one pass.
 
+pub mod chat;
 pub mod config;
 pub mod constrain;
 pub mod model;
 pub mod parse;
+pub mod remote;
 pub mod sample;
+pub mod scheduler;
 pub mod template;
 pub mod tokenizer;
 pub mod weights;
@@ -100,6 +103,9 @@ pub enum EngineError {
     /// A tensor operation failed.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    /// The batched pass this sequence was part of failed.
+    #[error("the batch this request ran in failed: {0}")]
+    Batch(String),
 }
 
 /// Where the model runs.
@@ -186,6 +192,8 @@ pub enum FinishReason {
     Stop(u32),
     /// `max_new_tokens` or the model's context was reached.
     Length,
+    /// Abandoned: the pass failed or the requester left.
+    Aborted,
 }
 
 /// One conversation being generated: its tokens, cache and sampler.
@@ -214,6 +222,11 @@ impl Sequence {
     /// Why it stopped, once it has.
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.finish
+    }
+
+    /// Stop generating.
+    pub fn abort(&mut self) {
+        self.finish.get_or_insert(FinishReason::Aborted);
     }
 }
 
@@ -364,7 +377,9 @@ impl Engine {
                 .filter(|m| matches!(m.role, Role::User | Role::Observation))
                 .map(|m| m.content.as_str())
                 .collect();
-            let grammar = CallGrammar::new(tools, &self.copy_arguments, &source.join("\n"));
+            let none = HashMap::new();
+            let copy = if params.copy_constraint { &self.copy_arguments } else { &none };
+            let grammar = CallGrammar::new(tools, copy, &source.join("\n"));
             seq.grammar =
                 Some(if params.require_tool_call { grammar.requiring_call() } else { grammar });
         }

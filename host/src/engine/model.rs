@@ -193,32 +193,51 @@ impl GlmModel {
         Tensor::stack(&last, 0)?.apply(&self.lm_head)?.to_dtype(DType::F32)
     }
 
-    /// Logits at every position of a batch of right-padded sequences `[b, t]` without a
-    /// cache: the training forward pass (use [`Kernels::Differentiable`] for gradients).
-    pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        if t > self.max_positions {
+    /// The training forward pass: logits at every position of a batch of right-padded
+    /// sequences `[b, s]` that all continue the same `prefix` (which is computed once per
+    /// pass, not once per sequence), without a cache. Use [`Kernels::Differentiable`] for
+    /// gradients.
+    pub fn forward_train(&self, prefix: &[u32], suffixes: &Tensor) -> Result<Tensor> {
+        let (_, s) = suffixes.dims2()?;
+        let p = prefix.len();
+        if p + s > self.max_positions {
             candle_core::bail!(
-                "the sequences need {t} positions but the model has {}",
+                "the sequences need {} positions but the model has {}",
+                p + s,
                 self.max_positions
             );
         }
-        let causal: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
-        let pass = Pass {
-            cos: self.rotary.cos.narrow(0, 0, t)?,
-            sin: self.rotary.sin.narrow(0, 0, t)?,
-            mask: Some(Tensor::from_vec(causal, (1, 1, t, t), &self.device)?.to_dtype(self.dtype)?),
-            lens: &[],
-            total: t,
-            kernels: self.kernels,
+        let pass = |start: usize, rows: usize| -> Result<Pass<'static>> {
+            let causal: Vec<f32> = (0..rows)
+                .flat_map(|i| {
+                    (0..start + rows)
+                        .map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })
+                })
+                .collect();
+            let mask = Tensor::from_vec(causal, (1, 1, rows, start + rows), &self.device)?;
+            Ok(Pass {
+                cos: self.rotary.cos.narrow(0, start, rows)?,
+                sin: self.rotary.sin.narrow(0, start, rows)?,
+                mask: Some(mask.to_dtype(self.dtype)?),
+                lens: &[],
+                total: start + rows,
+                kernels: self.kernels,
+            })
         };
-        let mut x = self.embed.forward(ids)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &pass, None)?;
+        let suffix_pass = pass(p, s)?;
+        let mut xs = self.embed.forward(suffixes)?;
+        if p == 0 {
+            for layer in &self.layers {
+                xs = layer.forward(&xs, &suffix_pass, None)?;
+            }
+        } else {
+            let prefix_pass = pass(0, p)?;
+            let mut xp = self.embed.forward(&Tensor::new(prefix, &self.device)?.unsqueeze(0)?)?;
+            for layer in &self.layers {
+                (xp, xs) = layer.forward_shared(&xp, &xs, &prefix_pass, &suffix_pass)?;
+            }
         }
-        linear(&self.lm_head, &norm(&self.norm, &x, self.kernels)?)
+        linear(&self.lm_head, &norm(&self.norm, &xs, self.kernels)?)
     }
 
     fn forward_hidden(&self, batch: &mut [BatchItem]) -> Result<Tensor> {
@@ -302,18 +321,40 @@ impl Layer {
     ) -> Result<Tensor> {
         let attended =
             self.attention.forward(&norm(&self.input_norm, x, pass.kernels)?, pass, caches)?;
+        self.finish(x, attended, pass.kernels)
+    }
+
+    /// One layer over a shared prefix `xp` and the suffixes `xs` that attend to it.
+    fn forward_shared(
+        &self,
+        xp: &Tensor,
+        xs: &Tensor,
+        prefix: &Pass,
+        suffix: &Pass,
+    ) -> Result<(Tensor, Tensor)> {
+        let (ap, as_) = self.attention.forward_shared(
+            &norm(&self.input_norm, xp, prefix.kernels)?,
+            &norm(&self.input_norm, xs, suffix.kernels)?,
+            prefix,
+            suffix,
+        )?;
+        Ok((self.finish(xp, ap, prefix.kernels)?, self.finish(xs, as_, suffix.kernels)?))
+    }
+
+    /// The residual around attention, then the MLP and its residual.
+    fn finish(&self, x: &Tensor, attended: Tensor, kernels: Kernels) -> Result<Tensor> {
         let attended = match &self.sandwich {
-            Some((post_attn, _)) => norm(post_attn, &attended, pass.kernels)?,
+            Some((post_attn, _)) => norm(post_attn, &attended, kernels)?,
             None => attended,
         };
         let x = (x + attended)?;
-        let gate_up = linear(&self.gate_up, &norm(&self.pre_mlp_norm, &x, pass.kernels)?)?;
+        let gate_up = linear(&self.gate_up, &norm(&self.pre_mlp_norm, &x, kernels)?)?;
         let inner = gate_up.dim(D::Minus1)? / 2;
         let gate = gate_up.narrow(D::Minus1, 0, inner)?.silu()?;
         let up = gate_up.narrow(D::Minus1, inner, inner)?;
         let mlp = linear(&self.down, &(gate * up)?)?;
         let mlp = match &self.sandwich {
-            Some((_, post_mlp)) => norm(post_mlp, &mlp, pass.kernels)?,
+            Some((_, post_mlp)) => norm(post_mlp, &mlp, kernels)?,
             None => mlp,
         };
         x + mlp
@@ -327,22 +368,51 @@ impl Attention {
         pass: &Pass,
         caches: Option<&mut [&mut candle_nn::kv_cache::KvCache]>,
     ) -> Result<Tensor> {
+        let (q, k, v) = self.project(x, pass)?;
+        let (keys, values) = match caches {
+            Some(caches) => self.with_cache(&k, &v, pass, caches)?,
+            None => (k, v),
+        };
+        self.attend(&q, keys, values, pass)
+    }
+
+    /// Attention of a shared prefix over itself, and of each suffix over the prefix and
+    /// its own earlier positions.
+    fn forward_shared(
+        &self,
+        xp: &Tensor,
+        xs: &Tensor,
+        prefix: &Pass,
+        suffix: &Pass,
+    ) -> Result<(Tensor, Tensor)> {
+        let (qp, kp, vp) = self.project(xp, prefix)?;
+        let (qs, ks, vs) = self.project(xs, suffix)?;
+        let b = xs.dim(0)?;
+        let shared = |t: &Tensor| -> Result<Tensor> {
+            let (_, heads, len, dim) = t.dims4()?;
+            t.broadcast_as((b, heads, len, dim))?.contiguous()
+        };
+        let keys = Tensor::cat(&[&shared(&kp)?, &ks], 2)?;
+        let values = Tensor::cat(&[&shared(&vp)?, &vs], 2)?;
+        Ok((self.attend(&qp, kp, vp, prefix)?, self.attend(&qs, keys, values, suffix)?))
+    }
+
+    /// Queries, keys (both rotated) and values of `x`, heads split out.
+    fn project(&self, x: &Tensor, pass: &Pass) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, width, _) = x.dims3()?;
         let split = |t: Tensor, heads| t.reshape((b, width, heads, self.head_dim))?.transpose(1, 2);
         let q = split(linear(&self.q, x)?, self.heads)?;
         let k = split(linear(&self.k, x)?, self.kv_heads)?;
         let v = split(linear(&self.v, x)?, self.kv_heads)?.contiguous()?;
-        let q = rotate(&q, pass)?;
-        let k = rotate(&k, pass)?;
+        Ok((rotate(&q, pass)?, rotate(&k, pass)?, v))
+    }
 
-        let (keys, values) = match caches {
-            Some(caches) => self.with_cache(&k, &v, pass, caches)?,
-            None => (k, v),
-        };
+    /// Masked attention of `q` over `keys`/`values`, through the output projection.
+    fn attend(&self, q: &Tensor, keys: Tensor, values: Tensor, pass: &Pass) -> Result<Tensor> {
+        let (b, _, width, _) = q.dims4()?;
         let groups = self.heads / self.kv_heads;
         let keys = candle_transformers::utils::repeat_kv(keys, groups)?.contiguous()?;
         let values = candle_transformers::utils::repeat_kv(values, groups)?.contiguous()?;
-
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut scores = (q.contiguous()?.matmul(&keys.t()?)? * scale)?;
         if let Some(mask) = &pass.mask {

@@ -32,6 +32,8 @@ pub struct SamplingParams {
     pub constrain_calls: bool,
     /// Allow no plain answer when tools are offered (OpenAI's `tool_choice: "required"`).
     pub require_tool_call: bool,
+    /// Hold the arguments the model's config names to whole-word spans of the conversation.
+    pub copy_constraint: bool,
 }
 
 impl Default for SamplingParams {
@@ -47,6 +49,7 @@ impl Default for SamplingParams {
             seed: None,
             constrain_calls: true,
             require_tool_call: false,
+            copy_constraint: true,
         }
     }
 }

@@ -22,7 +22,8 @@ pub enum Role {
     User,
     /// The model: an answer or a tool call.
     Assistant,
-    /// A tool's result, fed back to the model.
+    /// A tool's result, fed back to the model (OpenAI calls this role `tool`).
+    #[serde(alias = "tool")]
     Observation,
 }
 
@@ -239,7 +240,7 @@ fn render_built_in(
                         "\n{}({}): {}",
                         tool.name,
                         compact_parameters(&tool.parameters),
-                        tool.description
+                        first_clause(&tool.description)
                     ));
                 }
             }
@@ -272,6 +273,12 @@ fn render_built_in(
     }
     out.push_str("<|assistant|>");
     out
+}
+
+/// The start of a description: up to its first punctuation, at most six words.
+fn first_clause(description: &str) -> String {
+    let clause = description.split(['(', ':', ';', ',', '.', '\n']).next().unwrap_or_default();
+    clause.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
 }
 
 /// `name: type` for each property, `?` marking the optional ones.

@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::agent::Agent;
 use crate::config::ServerSettings;
+use crate::engine::scheduler::SchedulerStats;
 use crate::error::{CallError, ErrorKind};
 use crate::metrics::Metrics;
 use crate::registry::LiveRegistry;
@@ -40,7 +42,7 @@ pub struct AppState {
     /// The plugins, reloaded as their directory changes.
     pub plugins: Arc<LiveRegistry>,
     /// Exported metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Keys, origins and limits.
     pub access: Access,
     /// Body limit, timeouts.
@@ -49,6 +51,10 @@ pub struct AppState {
     pub mcp: mcp::Sessions,
     /// Turns true when the server starts shutting down; long-lived streams end.
     pub stopping: watch::Sender<bool>,
+    /// The agent behind `/v1/chat/completions`, when a model is configured.
+    pub agent: Option<Arc<Agent>>,
+    /// The local engine's batching counters, for `/metrics`.
+    pub model_stats: Option<Arc<SchedulerStats>>,
 }
 
 impl AppState {
@@ -61,12 +67,21 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             plugins,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             access: Access::new(&settings, loopback)?,
             settings,
             mcp: mcp::Sessions::default(),
             stopping: watch::Sender::new(false),
+            agent: None,
+            model_stats: None,
         })
+    }
+
+    /// Answer chat requests with `agent`; `stats` are the local engine's counters.
+    pub fn with_agent(mut self, agent: Arc<Agent>, stats: Option<Arc<SchedulerStats>>) -> Self {
+        self.agent = Some(agent);
+        self.model_stats = stats;
+        self
     }
 }
 
@@ -209,7 +224,12 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/metrics") => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-            .body(full(state.metrics.render()))
+            .body(full({
+                if let Some(stats) = &state.model_stats {
+                    state.metrics.observe_scheduler(stats);
+                }
+                state.metrics.render()
+            }))
             .expect("static headers are valid")),
         (Method::GET, "/v1/tools") => Ok(tools::list(state, &admitted)),
         (Method::POST, p) if tool_call_name(p).is_some() => {

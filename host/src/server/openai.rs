@@ -1,37 +1,385 @@
 //! The OpenAI-compatible API: `GET /v1/models` and `POST /v1/chat/completions`.
 //!
-//! Until a language model is configured (the engine), chat answers 503 with
-//! `engine_unavailable` and the models list is empty; tools and MCP still serve.
+//! Without `tools` in the request, a chat completion runs the agent loop over the loaded
+//! plugins and answers with the final message (the trace rides along under `autoglm`);
+//! with `tools`, it is one model turn and tool calls go back to the client, as OpenAI does.
+//! Without a model the chat route answers 503 `engine_unavailable`.
 
-use http::{Response, StatusCode};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::access::Admitted;
 use super::{AppState, Body, Problem, json_response};
+use crate::agent::{Agent, AgentEvent, AgentRequest, Finish, Outcome};
+use crate::engine::chat::{TurnReply, TurnRequest};
+use crate::engine::scheduler::Priority;
+use crate::engine::template::python_json;
+use crate::engine::{ChatMessage, Role, SamplingParams, ToolCall, ToolDef};
 use crate::error::{CallError, ErrorKind};
 
-/// The models this server answers with (none without an engine).
-pub fn models(_state: &AppState) -> Response<Body> {
-    json_response(StatusCode::OK, &json!({"object": "list", "data": []}))
+/// The models this server answers with.
+pub fn models(state: &AppState) -> Response<Body> {
+    let data: Vec<Value> = state
+        .agent
+        .iter()
+        .map(|a| json!({"id": a.model().name(), "object": "model", "created": 0, "owned_by": "autoglm"}))
+        .collect();
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
-/// Chat completions: needs an engine.
+fn bad(message: impl Into<String>) -> CallError {
+    CallError::new(ErrorKind::BadRequest, message)
+}
+
+/// Chat completions.
 pub async fn chat(
-    _state: &AppState,
-    _admitted: &Admitted,
+    state: &AppState,
+    admitted: &Admitted,
     request: Value,
 ) -> Result<Response<Body>, Problem> {
     if !request.is_object() || !request["messages"].is_array() {
+        return Err(bad("the body must be an object with a `messages` array").into());
+    }
+    let Some(agent) = state.agent.clone() else {
         return Err(CallError::new(
-            ErrorKind::BadRequest,
-            "the body must be an object with a `messages` array",
+            ErrorKind::EngineUnavailable,
+            "no language model is loaded on this server: start `autoglm serve` with --model DIR or \
+             --upstream URL. Tools stay available at /v1/tools and /mcp",
         )
         .into());
+    };
+    let messages = parse_messages(&request["messages"])?;
+    let mut params = parse_params(&request, agent.model().defaults())?;
+    let priority = match request["priority"].as_str() {
+        None | Some("interactive") => Priority::Interactive,
+        Some("batch") => Priority::Batch,
+        Some(other) => {
+            return Err(bad(format!("priority must be interactive or batch, not {other:?}")).into());
+        }
+    };
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    let model = agent.model().name().to_string();
+    let reply =
+        Reply { id: format!("chatcmpl-{:016x}", rand::random::<u64>()), model, created: now() };
+
+    let client_tools = parse_tools(&request["tools"])?;
+    if let Some(mut tools) = client_tools {
+        match &request["tool_choice"] {
+            Value::Null => {}
+            Value::String(s) if s == "auto" => {}
+            Value::String(s) if s == "none" => tools.clear(),
+            Value::String(s) if s == "required" => params.require_tool_call = true,
+            choice => {
+                let name = choice["function"]["name"]
+                    .as_str()
+                    .ok_or_else(|| bad("tool_choice must be auto, none, required or a function"))?;
+                tools.retain(|t| t.name == name);
+                if tools.is_empty() {
+                    return Err(bad(format!(
+                        "tool_choice names {name:?}, which is not among the tools"
+                    ))
+                    .into());
+                }
+                params.require_tool_call = true;
+            }
+        }
+        let turn = TurnRequest { messages, tools, params, priority };
+        return client_turn(&agent, turn, reply, stream).await;
     }
-    Err(CallError::new(
-        ErrorKind::EngineUnavailable,
-        "no language model is loaded on this server: start `autoglm serve` with --model DIR or \
-         --upstream URL. Tools stay available at /v1/tools and /mcp",
-    )
-    .into())
+
+    let client = admitted.client.clone();
+    let run = AgentRequest {
+        messages,
+        params,
+        priority,
+        tool_filter: Some(Arc::new(move |id: &str| client.may_call(id))),
+    };
+    if stream {
+        return Ok(stream_agent(agent, run, reply));
+    }
+    let outcome = agent.run(run, None).await?;
+    let message = json!({"role": "assistant", "content": outcome.answer});
+    Ok(json_response(
+        StatusCode::OK,
+        &reply.completion(message, finish_reason(outcome.finish), &outcome),
+    ))
+}
+
+/// Identity of one completion.
+#[derive(Clone)]
+struct Reply {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl Reply {
+    fn completion(&self, message: Value, finish: &str, outcome: &Outcome) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage(outcome.prompt_tokens, outcome.completion_tokens),
+            "autoglm": {"finish": outcome.finish, "trace": outcome.steps},
+        })
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn finish_reason(finish: Finish) -> &'static str {
+    match finish {
+        Finish::Stop => "stop",
+        Finish::Length | Finish::MaxSteps => "length",
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// One model turn with the client's tools; calls go back to the client.
+async fn client_turn(
+    agent: &Arc<Agent>,
+    turn: TurnRequest,
+    reply: Reply,
+    stream: bool,
+) -> Result<Response<Body>, Problem> {
+    let result = agent.model().turn(turn, None).await?;
+    let (message, finish) = match &result.reply {
+        TurnReply::Calls(calls) => {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(index, call)| {
+                    json!({
+                        "index": index, "id": format!("call_{:012x}", rand::random::<u64>() >> 16), "type": "function",
+                        "function": {"name": call.name, "arguments": python_json(&Value::Object(call.arguments.clone()), None)},
+                    })
+                })
+                .collect();
+            (json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls")
+        }
+        TurnReply::Text(text) => (
+            json!({"role": "assistant", "content": text}),
+            if result.truncated { "length" } else { "stop" },
+        ),
+        TurnReply::Invalid { raw, .. } => (json!({"role": "assistant", "content": raw}), "stop"),
+    };
+    let outcome = Outcome {
+        answer: String::new(),
+        finish: Finish::Stop,
+        steps: Vec::new(),
+        prompt_tokens: result.prompt_tokens,
+        completion_tokens: result.completion_tokens,
+    };
+    if !stream {
+        return Ok(json_response(StatusCode::OK, &reply.completion(message, finish, &outcome)));
+    }
+    let mut delta = message;
+    if let Some(map) = delta.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    let chunks = vec![reply.chunk(delta, None), reply.chunk(json!({}), Some(finish))];
+    let (tx, rx) = mpsc::channel(chunks.len() + 1);
+    for chunk in chunks {
+        let _ = tx.try_send(chunk.to_string());
+    }
+    Ok(sse(rx))
+}
+
+/// Stream the agent loop: answer text as content deltas, each finished step as a chunk
+/// carrying it under `autoglm.step` (clients that do not know it see an empty delta).
+fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: Reply) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let send = |value: Value| {
+            let tx = tx.clone();
+            async move { tx.send(value.to_string()).await.is_ok() }
+        };
+        if !send(reply.chunk(json!({"role": "assistant", "content": ""}), None)).await {
+            return;
+        }
+        let (events, mut received) = mpsc::unbounded_channel();
+        let running = tokio::spawn(async move { agent.run(request, Some(events)).await });
+        while let Some(event) = received.recv().await {
+            let chunk = match event {
+                AgentEvent::Text(text) => reply.chunk(json!({"content": text}), None),
+                AgentEvent::Step(step) => {
+                    let mut chunk = reply.chunk(json!({}), None);
+                    chunk["autoglm"] = json!({"step": step});
+                    chunk
+                }
+            };
+            if !send(chunk).await {
+                running.abort();
+                return;
+            }
+        }
+        let last = match running.await {
+            Ok(Ok(outcome)) => {
+                let mut chunk = reply.chunk(json!({}), Some(finish_reason(outcome.finish)));
+                chunk["usage"] = usage(outcome.prompt_tokens, outcome.completion_tokens);
+                chunk["autoglm"] = json!({"finish": outcome.finish});
+                chunk
+            }
+            Ok(Err(e)) => {
+                json!({"error": {"type": e.kind.as_str(), "code": e.kind.as_str(), "message": e.message}})
+            }
+            Err(_) => {
+                json!({"error": {"type": "engine_error", "message": "the request's task ended abnormally"}})
+            }
+        };
+        if send(last).await {
+            let _ = tx.send("[DONE]".to_string()).await;
+        }
+    });
+    sse(rx)
+}
+
+/// Server-sent events the way OpenAI streams them: `data:` lines only.
+fn sse(events: mpsc::Receiver<String>) -> Response<Body> {
+    use tokio_stream::StreamExt;
+    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(|data| {
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("data: {data}\n\n"))))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(StreamBody::new(frames).boxed())
+        .expect("static headers are valid")
+}
+
+/// OpenAI messages as engine messages: assistant `tool_calls` become tool-call turns and
+/// `tool` messages observations.
+fn parse_messages(value: &Value) -> Result<Vec<ChatMessage>, CallError> {
+    let mut out = Vec::new();
+    for (i, m) in value.as_array().into_iter().flatten().enumerate() {
+        let content = text_of(&m["content"]).ok_or_else(|| {
+            bad(format!("messages[{i}].content must be a string or a list of text parts"))
+        })?;
+        match m["role"].as_str() {
+            Some("system" | "developer") => out.push(ChatMessage::new(Role::System, content)),
+            Some("user") => out.push(ChatMessage::new(Role::User, content)),
+            Some("tool" | "observation") => out.push(ChatMessage::new(Role::Observation, content)),
+            Some("assistant") => {
+                let calls = m["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default();
+                if !content.is_empty() || calls.is_empty() {
+                    out.push(ChatMessage::new(Role::Assistant, content));
+                }
+                for call in calls {
+                    let name = call["function"]["name"].as_str().ok_or_else(|| {
+                        bad(format!("messages[{i}].tool_calls needs function.name"))
+                    })?;
+                    let arguments = match &call["function"]["arguments"] {
+                        Value::String(s) => serde_json::from_str::<Value>(s).ok(),
+                        other => Some(other.clone()),
+                    };
+                    let Some(Value::Object(arguments)) = arguments else {
+                        return Err(bad(format!(
+                            "messages[{i}].tool_calls: the arguments of {name} are not a JSON object"
+                        )));
+                    };
+                    out.push(ChatMessage::tool_call(ToolCall {
+                        name: name.to_string(),
+                        arguments,
+                    }));
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}].role {other:?} is not system, user, assistant or tool"
+                )));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("messages is empty"));
+    }
+    Ok(out)
+}
+
+/// A message's text: a string, null, or a list of `{"type": "text", "text": ...}` parts.
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::Null => Some(String::new()),
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p["text"].as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .map(|t| t.concat()),
+        _ => None,
+    }
+}
+
+/// `tools` of the request: None when absent, else OpenAI function tools.
+fn parse_tools(value: &Value) -> Result<Option<Vec<ToolDef>>, CallError> {
+    let Some(list) = value.as_array() else {
+        return if value.is_null() { Ok(None) } else { Err(bad("tools must be a list")) };
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let function = &tool["function"];
+            let name = function["name"]
+                .as_str()
+                .ok_or_else(|| bad(format!("tools[{i}].function.name is missing")))?;
+            Ok(ToolDef {
+                name: name.to_string(),
+                description: function["description"].as_str().unwrap_or_default().to_string(),
+                parameters: if function["parameters"].is_null() {
+                    json!({"type": "object", "properties": {}})
+                } else {
+                    function["parameters"].clone()
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Sampling settings from the request over the model's defaults.
+fn parse_params(request: &Value, mut params: SamplingParams) -> Result<SamplingParams, CallError> {
+    let number = |key: &str| -> Result<Option<f64>, CallError> {
+        match &request[key] {
+            Value::Null => Ok(None),
+            v => v.as_f64().map(Some).ok_or_else(|| bad(format!("{key} must be a number"))),
+        }
+    };
+    if let Some(t) = number("temperature")? {
+        params.temperature = t;
+        params.do_sample = t > 0.0;
+    }
+    if let Some(p) = number("top_p")? {
+        params.top_p = p;
+    }
+    if let Some(k) = number("top_k")? {
+        params.top_k = k as usize;
+    }
+    if let Some(r) = number("repetition_penalty")? {
+        params.repetition_penalty = r as f32;
+    }
+    if let Some(n) = number("max_completion_tokens")?.or(number("max_tokens")?) {
+        params.max_new_tokens = n as usize;
+    }
+    if let Some(seed) = number("seed")? {
+        params.seed = Some(seed as u64);
+    }
+    params.check().map_err(|e| bad(e.to_string()))?;
+    Ok(params)
 }

@@ -174,3 +174,25 @@ pub async fn http(
     Reply { status, headers, body: body.to_string() }
 }
 pub mod tiny_model;
+
+/// The demo model shipped in `models/autoglm-demo`.
+pub fn demo_model() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/autoglm-demo");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model; run `just train-demo`",
+        dir.display()
+    );
+    dir
+}
+
+/// The sample plugins every agent test offers, with `notes` granted a scratch directory.
+pub const AGENT_PLUGINS: &[&str] = &["weather", "calculator", "units", "notes", "text", "http"];
+
+/// Config granting `notes` the directory `notes_dir`.
+pub fn notes_config(notes_dir: &Path) -> Config {
+    config(&format!(
+        "[[plugins.notes.dirs]]\nhost = {:?}\nguest = \"/notes\"\nmode = \"rw\"\n",
+        notes_dir.display().to_string()
+    ))
+}

@@ -4,10 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 
-use autoglm_host::engine::{ChatMessage, DeviceChoice, Engine, FinishReason, Role, SamplingParams};
+use autoglm_host::engine::{ChatMessage, DeviceChoice, FinishReason, Role, SamplingParams};
 
 /// Options of `autoglm generate`.
 #[derive(Args)]
@@ -48,18 +47,7 @@ pub struct GenerateArgs {
 
 /// Run `autoglm generate` (blocking: call it off the async runtime).
 pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
-            .expect("the template is valid")
-            .progress_chars("=> "),
-    );
-    bar.set_message(args.model.display().to_string());
-    let engine = Engine::load(&args.model, args.device, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
-    bar.finish_and_clear();
+    let engine = super::load_engine(&args.model, args.device)?;
     let info = engine.info();
     eprintln!(
         "{}: {} with {:.1}M parameters on {} ({} prompt template)",
@@ -104,6 +92,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
                 engine.tokenizer().inner().id_to_token(token).unwrap_or_else(|| token.to_string())
             ),
             FinishReason::Length => "stopped at the token limit".into(),
+            FinishReason::Aborted => "aborted".into(),
         },
     );
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,285 @@
+//! The agent loop (the seed's chapter 1): offer the loaded tools to the model; when it calls
+//! one, run the call in its sandbox under policy, feed the result back as an observation,
+//! and go on until the model answers or `max_steps` turns have passed. A tool's failure is an
+//! observation the model can recover from, not a failed request. Every request keeps a trace.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+use crate::engine::chat::{ChatModel, TurnReply, TurnRequest};
+use crate::engine::scheduler::Priority;
+use crate::engine::template::python_json;
+use crate::engine::{ChatMessage, Role, SamplingParams, ToolCall};
+use crate::error::{CallError, ErrorKind};
+use crate::metrics::Metrics;
+use crate::registry::LiveRegistry;
+
+/// Turns the loop may take when the config does not say.
+pub const DEFAULT_MAX_STEPS: usize = 5;
+
+/// Runs conversations between a model and the loaded tools.
+pub struct Agent {
+    model: Arc<dyn ChatModel>,
+    plugins: Arc<LiveRegistry>,
+    max_steps: usize,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// One entry of a request's trace.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// A model turn.
+    Model {
+        /// What it produced: `answer`, `tool_calls` or `invalid_call`.
+        produced: &'static str,
+        /// Time for the turn, queueing included.
+        latency_ms: f64,
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// Tokens generated.
+        completion_tokens: usize,
+    },
+    /// A tool call the model asked for.
+    Tool {
+        /// The canonical id (`plugin.tool`), or the name the model wrote if none matched.
+        tool: String,
+        /// The arguments.
+        arguments: Value,
+        /// The result, when the call succeeded.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// The error kind and message, when it failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<Box<CallError>>,
+        /// Fuel the sandbox consumed.
+        fuel: u64,
+        /// Time for the call.
+        latency_ms: f64,
+    },
+}
+
+/// What the loop reports as it runs.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    /// A step finished.
+    Step(Step),
+    /// More of the answer.
+    Text(String),
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// The model answered.
+    Stop,
+    /// The answer hit the token limit.
+    Length,
+    /// `max_steps` turns passed without an answer.
+    MaxSteps,
+}
+
+/// A finished conversation turn with its trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The model's answer.
+    pub answer: String,
+    /// Why the loop ended.
+    pub finish: Finish,
+    /// Every model turn and tool call, in order.
+    pub steps: Vec<Step>,
+    /// Prompt tokens over all turns.
+    pub prompt_tokens: usize,
+    /// Generated tokens over all turns.
+    pub completion_tokens: usize,
+}
+
+/// Which tools (by canonical id) a request may use.
+pub type ToolFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// One request to the agent.
+#[derive(Clone)]
+pub struct AgentRequest {
+    /// The conversation; the last message is usually the user's.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling settings for every turn.
+    pub params: SamplingParams,
+    /// Scheduling class.
+    pub priority: Priority,
+    /// Offer only the tools this accepts (an API key's allowance); all when None.
+    pub tool_filter: Option<ToolFilter>,
+}
+
+impl Agent {
+    /// An agent between `model` and the tools of `plugins`.
+    pub fn new(model: Arc<dyn ChatModel>, plugins: Arc<LiveRegistry>, max_steps: usize) -> Self {
+        Self { model, plugins, max_steps: max_steps.max(1), metrics: None }
+    }
+
+    /// Also record tool calls in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<dyn ChatModel> {
+        &self.model
+    }
+
+    /// Run the loop; steps and answer text are also sent to `events` as they happen.
+    pub async fn run(
+        &self,
+        request: AgentRequest,
+        events: Option<UnboundedSender<AgentEvent>>,
+    ) -> Result<Outcome, CallError> {
+        let router = self.plugins.router();
+        let mut tools = router.tool_defs();
+        if let Some(allowed) = &request.tool_filter {
+            tools.retain(|(id, _)| allowed(id));
+        }
+        let defs: Vec<_> = tools.iter().map(|(_, d)| d.clone()).collect();
+        let emit = |event: AgentEvent| {
+            if let Some(events) = &events {
+                let _ = events.send(event);
+            }
+        };
+        let mut messages = request.messages;
+        let mut outcome = Outcome {
+            answer: String::new(),
+            finish: Finish::MaxSteps,
+            steps: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        };
+        for _ in 0..self.max_steps {
+            let started = Instant::now();
+            let text = events.as_ref().map(|events| {
+                let (tx, mut rx) = unbounded_channel::<String>();
+                let events = events.clone();
+                tokio::spawn(async move {
+                    while let Some(piece) = rx.recv().await {
+                        let _ = events.send(AgentEvent::Text(piece));
+                    }
+                });
+                tx
+            });
+            let turn_request = TurnRequest {
+                messages: messages.clone(),
+                tools: defs.clone(),
+                params: request.params.clone(),
+                priority: request.priority,
+            };
+            let turn = self.model.turn(turn_request, text).await?;
+            outcome.prompt_tokens += turn.prompt_tokens;
+            outcome.completion_tokens += turn.completion_tokens;
+            let produced = match &turn.reply {
+                TurnReply::Text(_) => "answer",
+                TurnReply::Calls(_) => "tool_calls",
+                TurnReply::Invalid { .. } => "invalid_call",
+            };
+            let step = Step::Model {
+                produced,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                prompt_tokens: turn.prompt_tokens,
+                completion_tokens: turn.completion_tokens,
+            };
+            emit(AgentEvent::Step(step.clone()));
+            outcome.steps.push(step);
+            match turn.reply {
+                TurnReply::Text(answer) => {
+                    outcome.answer = answer;
+                    outcome.finish = if turn.truncated { Finish::Length } else { Finish::Stop };
+                    return Ok(outcome);
+                }
+                TurnReply::Invalid { raw, error } => {
+                    messages.push(ChatMessage::new(Role::Assistant, raw));
+                    let observation = json!({"error": {"kind": "invalid_call", "message": error}});
+                    messages
+                        .push(ChatMessage::new(Role::Observation, python_json(&observation, None)));
+                }
+                TurnReply::Calls(calls) => {
+                    for (call, step) in
+                        calls.iter().zip(self.run_calls(&router, &tools, &calls).await)
+                    {
+                        let observation = match &step {
+                            Step::Tool { result: Some(result), .. } => python_json(result, None),
+                            Step::Tool { error: Some(e), .. } => python_json(
+                                &json!({"error": {"kind": e.kind.as_str(), "message": e.message}}),
+                                None,
+                            ),
+                            _ => String::new(),
+                        };
+                        messages.push(ChatMessage::tool_call(call.clone()));
+                        messages.push(ChatMessage::new(Role::Observation, observation));
+                        emit(AgentEvent::Step(step.clone()));
+                        outcome.steps.push(step);
+                    }
+                }
+            }
+        }
+        outcome.answer = format!("I could not finish within {} steps.", self.max_steps);
+        Ok(outcome)
+    }
+
+    /// Run the calls of one turn concurrently, each in its own sandbox.
+    async fn run_calls(
+        &self,
+        router: &Arc<crate::router::Router>,
+        tools: &[(String, crate::engine::ToolDef)],
+        calls: &[ToolCall],
+    ) -> Vec<Step> {
+        let mut running = tokio::task::JoinSet::new();
+        for (index, call) in calls.iter().enumerate() {
+            let id = tools.iter().find(|(_, d)| d.name == call.name).map(|(id, _)| id.clone());
+            let router = router.clone();
+            let name = id.clone().unwrap_or_else(|| call.name.clone());
+            let arguments = Value::Object(call.arguments.clone());
+            running.spawn(async move {
+                let traced = router.call_traced(&name, &arguments).await;
+                (index, name, arguments, traced)
+            });
+        }
+        let mut steps: Vec<Option<Step>> = vec![None; calls.len()];
+        while let Some(joined) = running.join_next().await {
+            let Ok((index, tool, arguments, traced)) = joined else { continue };
+            if let (Some(metrics), Some((plugin, name))) = (&self.metrics, tool.split_once('.')) {
+                metrics.record_call(plugin, name, &traced);
+            }
+            let (result, error) = match traced.outcome {
+                Ok(value) => (Some(value), None),
+                Err(e) => (None, Some(Box::new(e))),
+            };
+            steps[index] = Some(Step::Tool {
+                tool,
+                arguments,
+                result,
+                error,
+                fuel: traced.usage.fuel,
+                latency_ms: traced.elapsed.as_secs_f64() * 1e3,
+            });
+        }
+        steps
+            .into_iter()
+            .zip(calls)
+            .map(|(step, call)| {
+                step.unwrap_or_else(|| Step::Tool {
+                    tool: call.name.clone(),
+                    arguments: Value::Object(call.arguments.clone()),
+                    result: None,
+                    error: Some(Box::new(CallError::new(
+                        ErrorKind::Trap,
+                        "the call's task ended abnormally",
+                    ))),
+                    fuel: 0,
+                    latency_ms: 0.0,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,32 @@
+//! Commands of the `autoglm` binary that drive the language-model engine.
+
+pub mod chat;
+pub mod eval;
+pub mod generate;
+
+/// A progress bar for loading a checkpoint, one tick per layer.
+pub fn load_bar(model: &std::path::Path) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(model.display().to_string());
+    bar
+}
+
+/// Load the checkpoint in `dir` with a progress bar on the terminal.
+pub fn load_engine(
+    dir: &std::path::Path,
+    device: autoglm_host::engine::DeviceChoice,
+) -> anyhow::Result<autoglm_host::engine::Engine> {
+    use anyhow::Context;
+    let bar = load_bar(dir);
+    let engine = autoglm_host::engine::Engine::load(dir, device, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(engine)
+}

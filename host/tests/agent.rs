@@ -1,0 +1,162 @@
+//! The agent loop end to end with the shipped demo model on the real engine and the real
+//! sample plugins: tool calls, answers that use the results, failures the model reports,
+//! and batching that changes nothing but speed.
+
+mod common;
+
+use std::sync::Arc;
+
+use autoglm_host::agent::{Agent, AgentRequest, Finish, Outcome, Step};
+use autoglm_host::config::ModelSettings;
+use autoglm_host::engine::scheduler::{BatchSettings, Priority};
+use autoglm_host::engine::{ChatMessage, Role, SamplingParams};
+use common::{AGENT_PLUGINS, demo_model, host, notes_config, plugins_dir};
+
+struct Setup {
+    agent: Arc<Agent>,
+    _plugins: tempfile::TempDir,
+    _notes: tempfile::TempDir,
+}
+
+async fn setup(max_batch: usize) -> Setup {
+    let plugins = plugins_dir(AGENT_PLUGINS);
+    let notes = tempfile::tempdir().unwrap();
+    let (live, _) = host(&notes_config(notes.path()), plugins.path()).await;
+    let settings = ModelSettings {
+        path: Some(demo_model()),
+        batching: BatchSettings { max_batch, ..Default::default() },
+        ..Default::default()
+    };
+    let opened = autoglm_host::open_model(&settings, |_, _| {}).unwrap().expect("a local model");
+    Setup { agent: Arc::new(Agent::new(opened.model, live, 5)), _plugins: plugins, _notes: notes }
+}
+
+async fn ask(agent: &Agent, question: &str) -> Outcome {
+    let request = AgentRequest {
+        messages: vec![ChatMessage::new(Role::User, question)],
+        params: SamplingParams::greedy(128),
+        priority: Priority::Interactive,
+        tool_filter: None,
+    };
+    agent.run(request, None).await.unwrap()
+}
+
+fn tool_steps(outcome: &Outcome) -> Vec<&Step> {
+    outcome.steps.iter().filter(|s| matches!(s, Step::Tool { .. })).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_weather_question_calls_the_plugin_and_the_answer_uses_its_result() {
+    let setup = setup(8).await;
+    let outcome = ask(&setup.agent, "What's the weather in Beijing?").await;
+    let tools = tool_steps(&outcome);
+    assert_eq!(tools.len(), 1, "{outcome:#?}");
+    let Step::Tool { tool, arguments, result: Some(result), .. } = tools[0] else {
+        panic!("{outcome:#?}")
+    };
+    assert_eq!(tool, "weather.get_weather");
+    assert_eq!(arguments["location"], "Beijing");
+    let temperature = result["temperature"].to_string();
+    assert!(
+        outcome.answer.contains(&format!("{temperature}°C")),
+        "{:?} lacks {temperature}°C",
+        outcome.answer
+    );
+    assert_eq!(outcome.finish, Finish::Stop);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calculation_is_done_by_the_calculator() {
+    let setup = setup(8).await;
+    let outcome = ask(&setup.agent, "Calculate 12*7+3").await;
+    let tools = tool_steps(&outcome);
+    let Some(Step::Tool { tool, arguments, result: Some(result), .. }) = tools.first() else {
+        panic!("{outcome:#?}")
+    };
+    assert_eq!(tool, "calculator.evaluate");
+    assert_eq!(arguments["expression"], "12*7+3");
+    assert_eq!(result.as_f64(), Some(87.0));
+    assert!(outcome.answer.contains("87"), "{:?}", outcome.answer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_greeting_needs_no_tool() {
+    let setup = setup(8).await;
+    let outcome = ask(&setup.agent, "Hello!").await;
+    assert!(tool_steps(&outcome).is_empty(), "{outcome:#?}");
+    assert!(!outcome.answer.is_empty());
+    assert_eq!(outcome.finish, Finish::Stop);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_tool_goes_back_to_the_model_and_the_request_completes() {
+    let setup = setup(8).await;
+    let outcome = ask(&setup.agent, "Read my note called nothing here").await;
+    let tools = tool_steps(&outcome);
+    let Some(Step::Tool { tool, error: Some(error), .. }) = tools.first() else {
+        panic!("{outcome:#?}")
+    };
+    assert_eq!(tool, "notes.read");
+    assert_eq!(error.kind.as_str(), "tool_error");
+    assert_eq!(outcome.finish, Finish::Stop);
+    assert!(
+        outcome.answer.contains("tool_error"),
+        "the answer should report the failure: {:?}",
+        outcome.answer
+    );
+}
+
+/// Sixteen concurrent requests through a batching scheduler answer exactly as the same
+/// requests do one at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn sixteen_concurrent_requests_batched_equal_one_at_a_time() {
+    let questions: Vec<String> = [
+        "What's the weather in Paris?",
+        "Calculate 3*(4+5)",
+        "Convert 5 km to miles",
+        "Hello!",
+        "天气 上海",
+        "Count the words in: the quick brown fox",
+        "Slugify Hello World",
+        "What is 2^10?",
+        "How hot is it in Nairobi?",
+        "sha256 of \"abc\"",
+        "List my notes",
+        "Encode hello in base64",
+        "Convert 100 F to C",
+        "Who are you?",
+        "Is it raining in London?",
+        "Compute 81/9 please",
+    ]
+    .map(String::from)
+    .to_vec();
+    let batched = setup(8).await;
+    let running: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let agent = batched.agent.clone();
+            let q = q.clone();
+            tokio::spawn(async move { ask(&agent, &q).await })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for task in running {
+        together.push(task.await.unwrap());
+    }
+    let alone = setup(1).await;
+    for (question, outcome) in questions.iter().zip(&together) {
+        let single = ask(&alone.agent, question).await;
+        assert_eq!(outcome.answer, single.answer, "{question}");
+        let calls = |o: &Outcome| {
+            tool_steps(o)
+                .iter()
+                .map(|s| match s {
+                    Step::Tool { tool, arguments, .. } => format!("{tool} {arguments}"),
+                    _ => String::new(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(calls(outcome), calls(&single), "{question}");
+        assert!(!outcome.answer.is_empty(), "{question}");
+    }
+}
