@@ -1,6 +1,7 @@
 # Open-AutoGLM tasks. `just --list` shows them all.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments := true
 
 # The sample plugins, each built to target/plugins/<name>.wasm.
 samples := "weather calculator units notes http text"
@@ -36,9 +37,21 @@ templates-env:
     tests/python/ensure-venv target/py/componentize tests/python/requirements-componentize.txt
     tests/js-toolchain/ensure target/js-toolchain
 
-# Serve the tools over HTTP with the sample plugins.
+# Serve the sample plugins over HTTP, with the shipped demo model answering chat completions.
 serve *ARGS: plugins
-    cargo run --release -p autoglm-host -- serve {{ ARGS }}
+    cargo run --release -p autoglm-host -- serve --model models/autoglm-demo {{ ARGS }}
+
+# Ask the demo model a question (or chat interactively without one); tool calls are shown.
+chat *QUESTION: plugins
+    cargo run --release -p autoglm-host -- chat --model models/autoglm-demo "${@}"
+
+# Retrain the demo model from its fixed seed (about 30 minutes on 2 cores; not part of `just test`).
+train-demo: plugins
+    cargo run --release -p autoglm-trainer -- --plugins target/plugins --out models/autoglm-demo
+
+# Score the demo model on its held-out split (writes target/eval-demo.json).
+eval-demo: plugins
+    cargo run --release -p autoglm-host -- eval --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
 test: plugins test-plugins python-env templates-env
@@ -46,7 +59,8 @@ test: plugins test-plugins python-env templates-env
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
-# Run the benchmarks (release build): sandboxed call cost per language, HTTP throughput.
+# Run the benchmarks (release build): sandboxed call cost per language, HTTP throughput,
+# engine tokens/s, chat requests with and without batching.
 bench: plugins test-plugins
     cargo bench -p autoglm-host
 

@@ -363,4 +363,13 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("[plugins.a]"), "{err}");
     }
+
+    #[test]
+    fn the_example_config_parses_with_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../autoglm.example.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.model.batching.max_batch, 8);
+        assert_eq!(config.model.max_steps, 5);
+        assert!(config.plugins.contains_key("notes"));
+    }
 }

@@ -69,8 +69,8 @@ enum Command {
     },
     /// Ask the agent a question (or chat interactively without one); tool calls are shown.
     Chat {
-        /// The question; without it, questions are read from the terminal.
-        question: Option<String>,
+        /// The question (words are joined); without it, questions are read from the terminal.
+        question: Vec<String>,
         #[command(flatten)]
         host: HostArgs,
         #[command(flatten)]
@@ -277,6 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "no model to chat with: pass --model DIR or --upstream URL, or set [model] in the config"
                 );
             };
+            let question = Some(question.join(" ")).filter(|q| !q.trim().is_empty());
             cli::chat::run(agent, question).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -294,12 +295,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some((agent, stats)) =
                 model.agent(&config, plugins.clone(), Some(state.metrics.clone())).await?
             {
-                eprintln!("autoglm: chat completions answered by {}", agent.model().name());
                 state = state.with_agent(agent, stats);
             }
             let state = Arc::new(state);
+            let chat = match &state.agent {
+                Some(agent) => {
+                    format!("chat at /v1/chat/completions with {}", agent.model().name())
+                }
+                None => "no model: chat answers 503".into(),
+            };
             eprintln!(
-                "autoglm: listening on http://{local} (plugins from {}; MCP at /mcp, tools at /v1/tools)",
+                "autoglm: listening on http://{local} (plugins from {}; MCP at /mcp, tools at /v1/tools; {chat})",
                 plugins.dir().display()
             );
             autoglm_host::server::serve(state, listener, shutdown_signal()).await?;

@@ -160,3 +160,62 @@ async fn sixteen_concurrent_requests_batched_equal_one_at_a_time() {
         assert!(!outcome.answer.is_empty(), "{question}");
     }
 }
+
+/// A deployment that outgrows one machine: this autoglm runs the tools, a second autoglm
+/// (standing in for vLLM) runs the model and sees only OpenAI tool calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_engine_chooses_the_tools_and_they_run_here() {
+    let empty = tempfile::tempdir().unwrap();
+    let model = demo_model();
+    let upstream = common::ServeProcess::start([
+        "--plugins".as_ref(),
+        empty.path().as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+    ]);
+    upstream.ready().await;
+    let plugins = plugins_dir(AGENT_PLUGINS);
+    let url = format!("http://{}/v1", upstream.addr);
+    let cache = format!("cache_dir = {:?}\n", common::target_dir().join("test-component-cache"));
+    let config = plugins.path().join("autoglm.toml");
+    std::fs::write(&config, cache).unwrap();
+    let front = common::ServeProcess::start([
+        "--plugins".as_ref(),
+        plugins.path().as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--upstream".as_ref(),
+        url.as_ref(),
+        "--upstream-model".as_ref(),
+        "autoglm-demo".as_ref(),
+    ]);
+    front.ready().await;
+
+    let body = serde_json::json!({"model": "autoglm-demo", "temperature": 0,
+        "messages": [{"role": "user", "content": "What's the weather in Beijing?"}]});
+    let reply =
+        common::http(front.addr, "POST", "/v1/chat/completions", &[], &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = reply.json();
+    let trace = reply["autoglm"]["trace"].as_array().unwrap().clone();
+    let tool = trace.iter().find(|s| s["kind"] == "tool").unwrap_or_else(|| panic!("{reply:#}"));
+    assert_eq!(tool["tool"], "weather.get_weather");
+    let temperature = tool["result"]["temperature"].to_string();
+    let answer = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains(&format!("{temperature}°C")), "{answer}");
+
+    let metrics = |addr| async move { common::http(addr, "GET", "/metrics", &[], "").await.body };
+    let here = metrics(front.addr).await;
+    assert!(
+        here.lines().any(|l| l.starts_with("autoglm_tool_calls_total{") && l.contains("weather")),
+        "{here}"
+    );
+    let there = metrics(upstream.addr).await;
+    assert!(!there.contains("autoglm_tool_calls_total{"), "the upstream ran a tool: {there}");
+    assert!(
+        there
+            .lines()
+            .any(|l| l.starts_with("autoglm_http_requests_total{route=\"chat\",status=\"200\"} 2")),
+        "{there}"
+    );
+}

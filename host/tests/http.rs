@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, http};
@@ -273,30 +272,16 @@ fn sigterm_lets_50_in_flight_calls_finish_and_refuses_new_connections() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autoglm"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--plugins"])
-        .arg(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let mut server = common::ServeProcess::start([
+        "--plugins".as_ref(),
+        dir.path().as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let addr = server.addr;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ready = Instant::now();
-        while http(addr, "GET", "/readyz", &[], "").await.status != 200 {
-            assert!(ready.elapsed() < Duration::from_secs(120), "plugins never loaded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        server.ready().await;
         let calls: Vec<_> = (0..50)
             .map(|i| {
                 tokio::spawn(async move {
@@ -315,7 +300,7 @@ fn sigterm_lets_50_in_flight_calls_finish_and_refuses_new_connections() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let terminated =
-            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
         assert!(terminated.success());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -328,6 +313,6 @@ fn sigterm_lets_50_in_flight_calls_finish_and_refuses_new_connections() {
             assert_eq!(reply.json()["result"], "awake");
         }
     });
-    let status = child.wait().unwrap();
+    let status = server.child.wait().unwrap();
     assert!(status.success(), "exits cleanly after draining: {status}");
 }

@@ -13,8 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "target"
 
 
+DEMO_MODEL = ROOT / "models" / "autoglm-demo"
+
+
 class Server:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_args: tuple[str, ...] = ()):
         self.plugins = tmp / "plugins"
         self.plugins.mkdir()
         for name in ("weather", "calculator"):
@@ -23,7 +26,7 @@ class Server:
         self.config.write_text(f'cache_dir = "{TARGET / "test-component-cache"}"\n')
         self.binary = os.environ.get("AUTOGLM_BIN", str(TARGET / "debug" / "autoglm"))
         self.process = subprocess.Popen(
-            [self.binary, "serve", "--addr", "127.0.0.1:0", "--plugins", str(self.plugins), "--config", str(self.config)],
+            [self.binary, "serve", "--addr", "127.0.0.1:0", "--plugins", str(self.plugins), "--config", str(self.config), *extra_args],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -61,5 +64,13 @@ class Server:
 @pytest.fixture
 def server(tmp_path):
     server = Server(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def agent_server(tmp_path):
+    """`autoglm serve` with the shipped demo model answering chat completions."""
+    server = Server(tmp_path, ("--model", str(DEMO_MODEL)))
     yield server
     server.stop()

@@ -196,3 +196,63 @@ pub fn notes_config(notes_dir: &Path) -> Config {
         notes_dir.display().to_string()
     ))
 }
+
+/// An `autoglm serve` process listening on 127.0.0.1; killed when dropped.
+pub struct ServeProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Start `autoglm serve --addr 127.0.0.1:0` with `args` and read its address.
+    pub fn start<I, S>(args: I) -> ServeProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autoglm"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Keep reading what it logs: a closed pipe would fail its writes, a full one block them.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("[autoglm serve {addr}] {line}");
+            }
+        });
+        ServeProcess { child, addr }
+    }
+
+    /// Wait until every plugin is loaded.
+    pub async fn ready(&self) {
+        let started = std::time::Instant::now();
+        while http(self.addr, "GET", "/readyz", &[], "").await.status != 200 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "plugins never loaded"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Optimiser steps.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 4000)]
     steps: usize,
     /// Conversations per step.
     #[arg(long, default_value_t = 16)]
