@@ -114,6 +114,7 @@ fn request(question: &str) -> AgentRequest {
         params: SamplingParams::greedy(96),
         priority: Priority::Interactive,
         tool_filter: None,
+        trace: None,
     }
 }
 

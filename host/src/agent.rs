@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tracing::Instrument;
 
 use crate::engine::chat::{ChatModel, TurnReply, TurnRequest};
 use crate::engine::scheduler::Priority;
@@ -17,6 +18,7 @@ use crate::engine::{ChatMessage, Role, SamplingParams, ToolCall};
 use crate::error::{CallError, ErrorKind};
 use crate::metrics::Metrics;
 use crate::registry::LiveRegistry;
+use crate::trace::TraceContext;
 
 /// Turns the loop may take when the config does not say.
 pub const DEFAULT_MAX_STEPS: usize = 5;
@@ -113,6 +115,8 @@ pub struct AgentRequest {
     pub priority: Priority,
     /// Offer only the tools this accepts (an API key's allowance); all when None.
     pub tool_filter: Option<ToolFilter>,
+    /// The request's trace, continued to a remote engine.
+    pub trace: Option<TraceContext>,
 }
 
 impl Agent {
@@ -174,6 +178,7 @@ impl Agent {
                 tools: defs.clone(),
                 params: request.params.clone(),
                 priority: request.priority,
+                traceparent: request.trace.as_ref().map(|t| t.child().header()),
             };
             let turn = self.model.turn(turn_request, text).await?;
             outcome.prompt_tokens += turn.prompt_tokens;
@@ -240,10 +245,13 @@ impl Agent {
             let router = router.clone();
             let name = id.clone().unwrap_or_else(|| call.name.clone());
             let arguments = Value::Object(call.arguments.clone());
-            running.spawn(async move {
-                let traced = router.call_traced(&name, &arguments).await;
-                (index, name, arguments, traced)
-            });
+            running.spawn(
+                async move {
+                    let traced = router.call_traced(&name, &arguments).await;
+                    (index, name, arguments, traced)
+                }
+                .in_current_span(),
+            );
         }
         let mut steps: Vec<Option<Step>> = vec![None; calls.len()];
         while let Some(joined) = running.join_next().await {

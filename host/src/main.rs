@@ -28,8 +28,20 @@ use autoglm_host::{DEFAULT_PLUGINS_DIR, open};
     about = "Host for sandboxed agent tools (WebAssembly components)"
 )]
 struct Cli {
+    /// Log lines as text or as JSON objects (RUST_LOG sets what is logged; default: warnings).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "AUTOGLM_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -216,14 +228,15 @@ impl HostArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One JSON object per line, with the fields of every enclosing span (the trace id).
+        LogFormat::Json => logs.json().with_current_span(false).with_span_list(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

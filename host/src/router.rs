@@ -132,7 +132,20 @@ impl Router {
     }
 
     /// [`Router::call`], also reporting the fuel, memory and time the call used.
+    /// One log line per call (`autoglm::call`, info), inside the caller's span: an HTTP
+    /// request's line carries its trace id.
     pub async fn call_traced(&self, name: &str, args: &Value) -> Traced<Value> {
+        let traced = self.run(name, args).await;
+        let outcome = match &traced.outcome {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        let micros = u64::try_from(traced.elapsed.as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(target: "autoglm::call", tool = name, outcome, fuel = traced.usage.fuel, micros, "tool call");
+        traced
+    }
+
+    async fn run(&self, name: &str, args: &Value) -> Traced<Value> {
         let started = std::time::Instant::now();
         let untraced =
             |outcome| Traced { outcome, usage: Usage::default(), elapsed: started.elapsed() };

@@ -37,6 +37,7 @@ async fn ask(agent: &Agent, question: &str) -> Outcome {
         params: SamplingParams::greedy(128),
         priority: Priority::Interactive,
         tool_filter: None,
+        trace: None,
     };
     agent.run(request, None).await.unwrap()
 }

@@ -316,3 +316,54 @@ fn sigterm_lets_50_in_flight_calls_finish_and_refuses_new_connections() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exits cleanly after draining: {status}");
 }
+
+/// W3C trace context: the caller's trace id is continued, answered in `traceparent`, and
+/// carried by the plugin-call log line of the request (JSON logs).
+#[test]
+fn a_requests_trace_id_is_on_its_plugin_call_log_line_and_in_the_response() {
+    let dir = common::plugins_dir(&["weather"]);
+    let server = common::ServeProcess::start_with_env(
+        &[("RUST_LOG", "autoglm::request=info,autoglm::call=info")],
+        ["--log-format".as_ref(), "json".as_ref(), "--plugins".as_ref(), dir.path().as_os_str()],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply = rt.block_on(async {
+        server.ready().await;
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        http(
+            server.addr,
+            "POST",
+            "/v1/tools/weather.get_weather/call",
+            &[("traceparent", traceparent.as_str())],
+            r#"{"location": "Oslo"}"#,
+        )
+        .await
+    });
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answered = reply.header("traceparent").unwrap_or_default();
+    assert!(
+        answered.starts_with(&format!("00-{trace_id}-")) && !answered.contains("00f067aa0ba902b7"),
+        "{answered}"
+    );
+
+    // A request without a traceparent gets a fresh trace id of its own.
+    let fresh = rt.block_on(http(server.addr, "GET", "/v1/tools", &[], ""));
+    let fresh = fresh.header("traceparent").unwrap_or_default().to_string();
+    assert!(fresh.len() == 55 && !fresh.contains(trace_id), "{fresh}");
+
+    let started = Instant::now();
+    let line = loop {
+        let found =
+            server.log.lock().unwrap().iter().find(|l| l.contains("\"tool call\"")).cloned();
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no tool call log line");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["fields"]["tool"], "weather.get_weather", "{line}");
+    assert_eq!(entry["fields"]["outcome"], "ok", "{line}");
+    assert_eq!(entry["spans"][0]["trace_id"], trace_id, "{line}");
+}

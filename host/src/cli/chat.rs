@@ -38,6 +38,7 @@ pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<
             params: agent.model().defaults(),
             priority: Priority::Interactive,
             tool_filter: None,
+            trace: None,
         };
         let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
         let running = {

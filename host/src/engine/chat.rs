@@ -24,6 +24,8 @@ pub struct TurnRequest {
     pub params: SamplingParams,
     /// Scheduling class.
     pub priority: Priority,
+    /// The W3C `traceparent` to pass to a remote engine.
+    pub traceparent: Option<String>,
 }
 
 /// What the assistant did in one turn.

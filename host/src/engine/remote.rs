@@ -63,7 +63,7 @@ impl RemoteModel {
         Ok(Self { settings, endpoint, key })
     }
 
-    async fn post(&self, body: &Value) -> Result<Value, CallError> {
+    async fn post(&self, body: &Value, traceparent: Option<&str>) -> Result<Value, CallError> {
         let upstream = |message: String| CallError::new(ErrorKind::UpstreamError, message);
         let mut request = http::Request::post(self.endpoint.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -73,6 +73,9 @@ impl RemoteModel {
             );
         if let Some(key) = &self.key {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
         }
         let request = request
             .body(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}))
@@ -186,7 +189,7 @@ impl ChatModel for RemoteModel {
                 body["tool_choice"] = json!("required");
             }
         }
-        let answer = self.post(&body).await?;
+        let answer = self.post(&body, request.traceparent.as_deref()).await?;
         let choice = &answer["choices"][0];
         let message = &choice["message"];
         let usage = |key: &str| answer["usage"][key].as_u64().unwrap_or(0) as usize;

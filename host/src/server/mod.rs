@@ -32,6 +32,7 @@ use crate::engine::scheduler::SchedulerStats;
 use crate::error::{CallError, ErrorKind};
 use crate::metrics::Metrics;
 use crate::registry::LiveRegistry;
+use crate::trace::TraceContext;
 use access::{Access, Admitted};
 
 /// The body of every response: a full buffer or a stream of SSE frames.
@@ -145,13 +146,16 @@ pub async fn serve(
 async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response<Body> {
     use tracing::Instrument;
     let route = route_name(request.method(), request.uri().path());
-    let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), %peer);
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = TraceContext::from_header(traceparent);
+    let span = tracing::info_span!(target: "autoglm::request", "request", trace_id = %trace.trace_id, method = %request.method(), path = %request.uri().path(), %peer);
+    request.extensions_mut().insert(trace.clone());
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
-    let response =
+    let mut response =
         match tokio::time::timeout(timeout, dispatch(&state, request).instrument(span)).await {
             Ok(Ok(response)) => response,
             Ok(Err(refusal)) => refusal.into_response(),
@@ -165,6 +169,9 @@ async fn handle(
             .into_response(),
         };
     state.metrics.record_http(route, response.status().as_u16());
+    if let Ok(value) = http::HeaderValue::from_str(&trace.header()) {
+        response.headers_mut().insert("traceparent", value);
+    }
     response
 }
 
@@ -239,8 +246,9 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
         }
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
+            let trace = request.extensions().get::<TraceContext>().cloned();
             let body = read_json(state, request).await?;
-            openai::chat(state, &admitted, body).await
+            openai::chat(state, &admitted, body, trace).await
         }
         (_, "/mcp") => mcp::http(state, admitted, request).await,
         _ => Err(CallError::new(

@@ -22,6 +22,7 @@ use crate::engine::scheduler::Priority;
 use crate::engine::template::python_json;
 use crate::engine::{ChatMessage, Role, SamplingParams, ToolCall, ToolDef};
 use crate::error::{CallError, ErrorKind};
+use crate::trace::TraceContext;
 
 /// The models this server answers with.
 pub fn models(state: &AppState) -> Response<Body> {
@@ -42,6 +43,7 @@ pub async fn chat(
     state: &AppState,
     admitted: &Admitted,
     request: Value,
+    trace: Option<TraceContext>,
 ) -> Result<Response<Body>, Problem> {
     if !request.is_object() || !request["messages"].is_array() {
         return Err(bad("the body must be an object with a `messages` array").into());
@@ -89,7 +91,8 @@ pub async fn chat(
                 params.require_tool_call = true;
             }
         }
-        let turn = TurnRequest { messages, tools, params, priority };
+        let traceparent = trace.as_ref().map(|t| t.child().header());
+        let turn = TurnRequest { messages, tools, params, priority, traceparent };
         return client_turn(&agent, turn, reply, stream).await;
     }
 
@@ -99,6 +102,7 @@ pub async fn chat(
         params,
         priority,
         tool_filter: Some(Arc::new(move |id: &str| client.may_call(id))),
+        trace,
     };
     if stream {
         return Ok(stream_agent(agent, run, reply));
@@ -205,7 +209,9 @@ async fn client_turn(
 /// Stream the agent loop: answer text as content deltas, each finished step as a chunk
 /// carrying it under `autoglm.step` (clients that do not know it see an empty delta).
 fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: Reply) -> Response<Body> {
+    use tracing::Instrument;
     let (tx, rx) = mpsc::channel::<String>(64);
+    let span = tracing::Span::current();
     tokio::spawn(async move {
         let send = |value: Value| {
             let tx = tx.clone();
@@ -215,7 +221,7 @@ fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: Reply) -> Respo
             return;
         }
         let (events, mut received) = mpsc::unbounded_channel();
-        let running = tokio::spawn(async move { agent.run(request, Some(events)).await });
+        let running = tokio::spawn(async move { agent.run(request, Some(events)).await }.in_current_span());
         while let Some(event) = received.recv().await {
             let chunk = match event {
                 AgentEvent::Text(text) => reply.chunk(json!({"content": text}), None),
@@ -247,7 +253,7 @@ fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: Reply) -> Respo
         if send(last).await {
             let _ = tx.send("[DONE]".to_string()).await;
         }
-    });
+    }.instrument(span));
     sse(rx)
 }
 

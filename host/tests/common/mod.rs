@@ -203,6 +203,8 @@ pub struct ServeProcess {
     pub child: std::process::Child,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
+    /// What it has logged so far (stderr lines after the address line).
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
@@ -212,10 +214,20 @@ impl ServeProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        Self::start_with_env(&[], args)
+    }
+
+    /// [`ServeProcess::start`] with extra environment variables.
+    pub fn start_with_env<I, S>(env: &[(&str, &str)], args: I) -> ServeProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autoglm"))
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -229,12 +241,15 @@ impl ServeProcess {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         // Keep reading what it logs: a closed pipe would fail its writes, a full one block them.
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 eprintln!("[autoglm serve {addr}] {line}");
+                sink.lock().unwrap().push(line);
             }
         });
-        ServeProcess { child, addr }
+        ServeProcess { child, addr, log }
     }
 
     /// Wait until every plugin is loaded.
