@@ -22,6 +22,10 @@ fn model_dir(architecture: &str, seed: u64) -> tempfile::TempDir {
 }
 
 fn load_model(dir: &Path) -> GlmModel {
+    load_model_with(dir, Kernels::Fused)
+}
+
+fn load_model_with(dir: &Path, kernels: Kernels) -> GlmModel {
     let config = ModelConfig::load(dir).unwrap();
     let arch = config.architecture().unwrap();
     let vb = open(
@@ -31,7 +35,7 @@ fn load_model(dir: &Path) -> GlmModel {
         &Device::Cpu,
     )
     .unwrap();
-    GlmModel::new(&config, arch, vb, Kernels::Fused, |_, _| {}).unwrap()
+    GlmModel::new(&config, arch, vb, kernels, |_, _| {}).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -453,18 +457,8 @@ fn sharded_checkpoints_load() {
 #[test]
 fn differentiable_kernels_compute_the_same_logits() {
     let dir = model_dir("Glm4ForCausalLM", 9);
-    let config = ModelConfig::load(dir.path()).unwrap();
-    let build = |kernels| {
-        let vb = open(
-            &[dir.path().join("model.safetensors")],
-            &expected_tensors(&config, Architecture::Glm4),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
-        GlmModel::new(&config, Architecture::Glm4, vb, kernels, |_, _| {}).unwrap()
-    };
-    let (fused, plain) = (build(Kernels::Fused), build(Kernels::Differentiable));
+    let (fused, plain) =
+        (load_model(dir.path()), load_model_with(dir.path(), Kernels::Differentiable));
     let prompts: [&[u32]; 2] = [&[258, 260, 263, 65, 66], &[258, 260, 264]];
     let run = |model: &GlmModel| {
         let mut caches = [model.new_cache(), model.new_cache()];
@@ -598,16 +592,7 @@ fn constrained_decoding_turns_a_random_model_into_valid_calls() {
 #[test]
 fn the_training_pass_with_a_shared_prefix_matches_inference() {
     let dir = model_dir("Glm4ForCausalLM", 12);
-    let config = ModelConfig::load(dir.path()).unwrap();
-    let vb = open(
-        &[dir.path().join("model.safetensors")],
-        &expected_tensors(&config, Architecture::Glm4),
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
-    let model =
-        GlmModel::new(&config, Architecture::Glm4, vb, Kernels::Differentiable, |_, _| {}).unwrap();
+    let model = load_model_with(dir.path(), Kernels::Differentiable);
     let prefix = [258u32, 260, 262, 35, 32, 84];
     let suffixes: [[u32; 4]; 2] = [[263, 104, 105, 264], [263, 121, 111, 264]];
     let ids = Tensor::new(&suffixes, &Device::Cpu).unwrap();

@@ -4,6 +4,20 @@ use std::path::Path;
 
 use super::EngineError;
 
+/// GLM-4's special tokens in their official order (ids 151329.. in real checkpoints).
+pub const GLM4_SPECIAL_TOKENS: [&str; 10] = [
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+];
+
 /// GLM-4's special tokens, looked up by their text in the checkpoint's own vocabulary.
 #[derive(Debug, Clone, Copy)]
 pub struct SpecialTokens {

@@ -4,25 +4,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use autoglm_host::engine::tokenizer::GLM4_SPECIAL_TOKENS;
 use autoglm_host::engine::weights::expected_tensors;
 use autoglm_host::engine::{Architecture, ModelConfig};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-
-/// GLM-4's special tokens, in their official order.
-pub const SPECIALS: [&str; 10] = [
-    "<|endoftext|>",
-    "[MASK]",
-    "[gMASK]",
-    "[sMASK]",
-    "<sop>",
-    "<eop>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-];
 
 /// A small config of `architecture` (a Hugging Face class name).
 pub fn tiny_config(architecture: &str) -> Value {
@@ -98,7 +85,7 @@ pub fn write_tokenizer(dir: &Path) {
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     let specials: Vec<tokenizers::AddedToken> =
-        SPECIALS.iter().map(|s| tokenizers::AddedToken::from(*s, true)).collect();
+        GLM4_SPECIAL_TOKENS.iter().map(|s| tokenizers::AddedToken::from(*s, true)).collect();
     tokenizer.add_special_tokens(specials).unwrap();
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use autoglm_host::engine::tokenizer::GLM4_SPECIAL_TOKENS;
 use autoglm_host::engine::{Architecture, GlmModel, Kernels, ModelConfig};
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
@@ -15,20 +16,6 @@ use tokenizers::Tokenizer;
 
 use crate::Args;
 use crate::corpus::Conversation;
-
-/// GLM-4's special tokens.
-const SPECIALS: [&str; 10] = [
-    "<|endoftext|>",
-    "[MASK]",
-    "[gMASK]",
-    "[sMASK]",
-    "<sop>",
-    "<eop>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-];
 
 /// Letters, one Han character, up to three digits, punctuation, or whitespace: each its own
 /// piece, so "Nairobi" is the same tokens after a space as after a quote.
@@ -45,7 +32,8 @@ pub fn train_tokenizer(conversations: &[Conversation], path: &Path) -> anyhow::R
     use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
     use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
-    let specials: Vec<AddedToken> = SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+    let specials: Vec<AddedToken> =
+        GLM4_SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
     let split =
         Split::new(SplitPattern::Regex(PIECES.into()), SplitDelimiterBehavior::Isolated, false)
             .map_err(anyhow::Error::msg)?;
@@ -69,7 +57,7 @@ pub fn train_tokenizer(conversations: &[Conversation], path: &Path) -> anyhow::R
         .take(20_000)
         .map(|c| {
             let text: String = c.iter().map(|(s, _)| s.as_str()).collect();
-            SPECIALS.iter().fold(text, |t, s| t.replace(s, "\n"))
+            GLM4_SPECIAL_TOKENS.iter().fold(text, |t, s| t.replace(s, "\n"))
         })
         .collect();
     tokenizer.train(&mut trainer, texts.iter()).map_err(anyhow::Error::msg)?;
