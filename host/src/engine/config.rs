@@ -47,6 +47,9 @@ pub enum ToolsBlock {
     /// One line per tool (name, parameter names and types, the description's first clause),
     /// for small models.
     Compact,
+    /// No tools block: for a model trained on a fixed set of tools, to whom a constant
+    /// block says nothing (tool calls are still held to the offered tools while decoding).
+    None,
 }
 
 /// Settings a checkpoint made for this project may add under `"autoglm"` in `config.json`.

@@ -244,6 +244,9 @@ fn render_built_in(
                     ));
                 }
             }
+            // The model knows its tools from training; the decoding grammar still holds
+            // its calls to the tools actually offered.
+            ToolsBlock::None => {}
         }
     }
     for message in messages.iter().filter(|m| m.role == Role::System) {

@@ -83,13 +83,28 @@ pub struct TestServer {
 impl TestServer {
     /// Start serving the plugins in `dir` under `config` (plugins loaded before it returns).
     pub async fn start(config: Config, dir: &Path) -> TestServer {
+        Self::start_with_model(config, dir, None).await
+    }
+
+    /// [`TestServer::start`] with chat completions answered by the model `model` names.
+    pub async fn start_with_model(
+        config: Config,
+        dir: &Path,
+        model: Option<autoglm_host::config::ModelSettings>,
+    ) -> TestServer {
         let (live, errors) = autoglm_host::open(&config, dir).await.unwrap();
         assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(
-            autoglm_host::server::AppState::new(live, config.server.clone(), true).unwrap(),
-        );
+        let mut state =
+            autoglm_host::server::AppState::new(live.clone(), config.server.clone(), true).unwrap();
+        if let Some(settings) = model {
+            let opened = autoglm_host::open_model(&settings, |_, _| {}).unwrap().expect("a model");
+            let agent = autoglm_host::agent::Agent::new(opened.model, live, settings.max_steps)
+                .with_metrics(state.metrics.clone());
+            state = state.with_agent(Arc::new(agent), opened.stats);
+        }
+        let state = Arc::new(state);
         let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
         let stopped = tokio::spawn(autoglm_host::server::serve(state.clone(), listener, async {
             let _ = stopping.await;

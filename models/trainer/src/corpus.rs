@@ -65,7 +65,7 @@ pub type Conversation = Vec<(String, bool)>;
 
 /// The renderer the demo model's config asks for.
 pub fn template() -> ChatTemplate {
-    ChatTemplate::built_in(Architecture::Glm4, ToolsBlock::Compact)
+    ChatTemplate::built_in(Architecture::Glm4, ToolsBlock::None)
 }
 
 /// `count` conversations of `split`: a call, a call with its result and an answer, or a

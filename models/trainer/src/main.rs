@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Optimiser steps.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 7000)]
     steps: usize,
     /// Conversations per step.
     #[arg(long, default_value_t = 16)]
@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 3e-3)]
     lr: f64,
     /// Distinct training conversations generated.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 120_000)]
     conversations: usize,
     /// Cases in the held-out split written to heldout.jsonl.
     #[arg(long, default_value_t = 600)]

@@ -88,9 +88,11 @@ fn model_config(vocab: usize, eos: Vec<u32>) -> serde_json::Value {
         "eos_token_id": eos,
         "torch_dtype": "float32",
         "autoglm": {
-            "tools_block": "compact",
+            "tools_block": "none",
             "copy_arguments": {
                 "get_weather": ["location"],
+                "evaluate": ["expression"],
+                "convert": ["from", "to"],
                 "write": ["name", "text"],
                 "read": ["name"],
                 "delete": ["name"],

@@ -1,0 +1,117 @@
+//! `/v1/chat/completions` over HTTP with the demo model: request validation, backpressure,
+//! an API key's tool allowance, and the model's figures in `/metrics`.
+
+mod common;
+
+use autoglm_host::config::ModelSettings;
+use autoglm_host::engine::scheduler::BatchSettings;
+use common::{AGENT_PLUGINS, TestServer, demo_model, http, notes_config, plugins_dir};
+use serde_json::json;
+
+fn model(batching: BatchSettings) -> Option<ModelSettings> {
+    Some(ModelSettings { path: Some(demo_model()), batching, ..Default::default() })
+}
+
+async fn chat(
+    server: &TestServer,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> common::Reply {
+    http(server.addr, "POST", "/v1/chat/completions", headers, &body.to_string()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_chat_requests_are_400_with_what_to_fix() {
+    let plugins = plugins_dir(&["weather"]);
+    let notes = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_model(
+        notes_config(notes.path()),
+        plugins.path(),
+        model(BatchSettings::default()),
+    )
+    .await;
+    for (body, expect) in [
+        (json!({"messages": []}), "messages is empty"),
+        (json!({"messages": [{"role": "robot", "content": "hi"}]}), "messages[0].role"),
+        (json!({"messages": [{"role": "user", "content": 5}]}), "messages[0].content"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature must be a number",
+        ),
+        (json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 0}), "top_p"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": {}}),
+            "tools must be a list",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "priority": "urgent"}),
+            "priority",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "not among the tools",
+        ),
+    ] {
+        let reply = chat(&server, &[], body.clone()).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        let error = &reply.json()["error"];
+        assert_eq!(error["kind"], "bad_request");
+        assert!(error["message"].as_str().unwrap().contains(expect), "{body}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_429_overloaded_with_retry_after() {
+    let plugins = plugins_dir(&["weather"]);
+    let notes = tempfile::tempdir().unwrap();
+    let batching = BatchSettings { max_batch: 1, max_wait_ms: 0, queue: 0 };
+    let server =
+        TestServer::start_with_model(notes_config(notes.path()), plugins.path(), model(batching))
+            .await;
+    let reply =
+        chat(&server, &[], json!({"messages": [{"role": "user", "content": "Hello!"}]})).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.json()["error"]["kind"], "overloaded");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let metrics = http(server.addr, "GET", "/metrics", &[], "").await.body;
+    assert!(metrics.lines().any(|l| l == "autoglm_model_refused_requests 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_allowed_only_the_calculator_is_never_offered_the_weather() {
+    let plugins = plugins_dir(AGENT_PLUGINS);
+    let notes = tempfile::tempdir().unwrap();
+    let mut config = notes_config(notes.path());
+    config.server.keys = vec![autoglm_host::config::ApiKeyConfig {
+        name: "math".into(),
+        token: Some("m4th".into()),
+        tools: Some(vec!["calculator.*".into()]),
+        ..Default::default()
+    }];
+    let server =
+        TestServer::start_with_model(config, plugins.path(), model(BatchSettings::default())).await;
+    let auth = [("authorization", "Bearer m4th")];
+    let reply = chat(&server, &auth, json!({"temperature": 0, "messages": [{"role": "user", "content": "What's the weather in Beijing?"}]})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let trace = reply.json()["autoglm"]["trace"].clone();
+    let tools: Vec<&str> =
+        trace.as_array().unwrap().iter().filter_map(|s| s["tool"].as_str()).collect();
+    assert!(tools.iter().all(|t| t.starts_with("calculator.")), "{trace}");
+
+    let reply = chat(
+        &server,
+        &auth,
+        json!({"temperature": 0, "messages": [{"role": "user", "content": "Calculate 6*7"}]}),
+    )
+    .await;
+    let body = reply.json();
+    assert_eq!(body["autoglm"]["trace"][1]["tool"], "calculator.evaluate", "{body}");
+    assert_eq!(body["autoglm"]["trace"][1]["result"], 42.0, "{body}");
+
+    let metrics = http(server.addr, "GET", "/metrics", &auth, "").await.body;
+    let passes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("autoglm_model_forward_passes "))
+        .unwrap_or("0");
+    assert!(passes.parse::<u64>().unwrap() > 0, "{metrics}");
+}
