@@ -200,6 +200,7 @@ impl Agent {
                 TurnReply::Text(answer) => {
                     outcome.answer = answer;
                     outcome.finish = if turn.truncated { Finish::Length } else { Finish::Stop };
+                    log(&outcome);
                     return Ok(outcome);
                 }
                 TurnReply::Invalid { raw, error } => {
@@ -229,6 +230,7 @@ impl Agent {
             }
         }
         outcome.answer = format!("I could not finish within {} steps.", self.max_steps);
+        log(&outcome);
         Ok(outcome)
     }
 
@@ -290,4 +292,25 @@ impl Agent {
             })
             .collect()
     }
+}
+
+/// One log line per finished request (`autoglm::agent`, info), inside the request's span.
+fn log(outcome: &Outcome) {
+    let tools: Vec<&str> = outcome
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Tool { tool, .. } => Some(tool.as_str()),
+            Step::Model { .. } => None,
+        })
+        .collect();
+    tracing::info!(
+        target: "autoglm::agent",
+        finish = ?outcome.finish,
+        turns = outcome.steps.len() - tools.len(),
+        tools = ?tools,
+        prompt_tokens = outcome.prompt_tokens,
+        completion_tokens = outcome.completion_tokens,
+        "chat request"
+    );
 }
