@@ -128,13 +128,7 @@ impl ChatModel for LocalModel {
     ) -> Result<Turn, CallError> {
         let names: Vec<String> = request.tools.iter().map(|t| t.name.clone()).collect();
         let (events, mut received) = unbounded_channel();
-        let job = Job {
-            messages: request.messages,
-            tools: request.tools,
-            params: request.params,
-            priority: request.priority,
-            events,
-        };
+        let job = Job { request, events };
         self.scheduler
             .submit(job)
             .map_err(|e| CallError::new(ErrorKind::Overloaded, e.to_string()))?;

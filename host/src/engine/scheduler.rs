@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{
-    ChatMessage, Engine, EngineError, FinishReason, SamplingParams, Sequence, TextStream, ToolDef,
-};
+use super::chat::TurnRequest;
+use super::{Engine, EngineError, FinishReason, Sequence, TextStream};
 
 /// How the scheduler batches.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,14 +45,8 @@ pub enum Priority {
 
 /// One generation request.
 pub struct Job {
-    /// The conversation.
-    pub messages: Vec<ChatMessage>,
-    /// The tools offered.
-    pub tools: Vec<ToolDef>,
-    /// Sampling and grammar settings.
-    pub params: SamplingParams,
-    /// Its queue.
-    pub priority: Priority,
+    /// The conversation, tools, settings and priority.
+    pub request: TurnRequest,
     /// Where text and the end are reported; dropping the receiver cancels the job.
     pub events: UnboundedSender<JobEvent>,
 }
@@ -165,7 +158,7 @@ impl Scheduler {
             return Err(Overloaded(waiting));
         }
         let entry = Waiting { job, since: Instant::now() };
-        match entry.job.priority {
+        match entry.job.request.priority {
             Priority::Interactive => queues.interactive.push_back(entry),
             Priority::Batch => queues.batch.push_back(entry),
         }
@@ -244,7 +237,11 @@ fn run(engine: &Engine, shared: &Shared) {
         let mut joining: Vec<Running> = admitted
             .into_iter()
             .filter_map(|Waiting { job, since }| {
-                match engine.start_chat(&job.messages, &job.tools, &job.params) {
+                match engine.start_chat(
+                    &job.request.messages,
+                    &job.request.tools,
+                    &job.request.params,
+                ) {
                     Ok(seq) => Some(Running {
                         seq,
                         stream: TextStream::default(),

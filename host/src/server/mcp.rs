@@ -475,7 +475,7 @@ fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -
             }
         }
     });
-    sse_response(rx)
+    sse_response(rx, Some("message"))
 }
 
 fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {

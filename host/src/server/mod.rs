@@ -351,10 +351,15 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// A Server-Sent Events response fed by `events` (each item one `data:` payload).
-pub fn sse_response(events: tokio::sync::mpsc::Receiver<String>) -> Response<Body> {
+pub fn sse_response(
+    events: tokio::sync::mpsc::Receiver<String>,
+    event: Option<&'static str>,
+) -> Response<Body> {
     use tokio_stream::StreamExt;
-    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(|data| {
-        Ok::<_, Infallible>(Frame::data(Bytes::from(format!("event: message\ndata: {data}\n\n"))))
+    // MCP names its events; OpenAI streams bare `data:` lines.
+    let prefix = event.map(|name| format!("event: {name}\n")).unwrap_or_default();
+    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(move |data| {
+        Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{prefix}data: {data}\n\n"))))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")

@@ -7,15 +7,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::access::Admitted;
-use super::{AppState, Body, Problem, json_response};
+use super::{AppState, Body, Problem, json_response, sse_response};
 use crate::agent::{Agent, AgentEvent, AgentRequest, Finish, Outcome};
 use crate::engine::chat::{TurnReply, TurnRequest};
 use crate::engine::scheduler::Priority;
@@ -203,7 +200,7 @@ async fn client_turn(
     for chunk in chunks {
         let _ = tx.try_send(chunk.to_string());
     }
-    Ok(sse(rx))
+    Ok(sse_response(rx, None))
 }
 
 /// Stream the agent loop: answer text as content deltas, each finished step as a chunk
@@ -254,20 +251,7 @@ fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: Reply) -> Respo
             let _ = tx.send("[DONE]".to_string()).await;
         }
     }.instrument(span));
-    sse(rx)
-}
-
-/// Server-sent events the way OpenAI streams them: `data:` lines only.
-fn sse(events: mpsc::Receiver<String>) -> Response<Body> {
-    use tokio_stream::StreamExt;
-    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(|data| {
-        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("data: {data}\n\n"))))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(StreamBody::new(frames).boxed())
-        .expect("static headers are valid")
+    sse_response(rx, None)
 }
 
 /// OpenAI messages as engine messages: assistant `tool_calls` become tool-call turns and
