@@ -56,13 +56,48 @@ eval-demo: plugins
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
 test: plugins test-plugins python-env templates-env
     cargo test --workspace --no-fail-fast
+    cargo test -p autoglm-host --features otlp --test telemetry
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
-# Run the benchmarks (release build): sandboxed call cost per language, HTTP throughput,
-# engine tokens/s, chat requests with and without batching.
-bench: plugins test-plugins
-    cargo bench -p autoglm-host
+# Run every benchmark and write bench/REPORT.md with its charts (`just bench --quick`: under
+# 5 minutes once built, without the ~1B-parameter engine case).
+bench *FLAGS: plugins test-plugins bench-guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    quick=""
+    for flag in "$@"; do
+        case "$flag" in
+            --quick) quick=--quick ;;
+            *) echo "just bench: unknown flag $flag (only --quick)" >&2; exit 2 ;;
+        esac
+    done
+    rm -rf target/bench
+    export AUTOGLM_BENCH_OUT="$PWD/target/bench"
+    for b in sandbox_call agent http_throughput startup engine; do
+        cargo bench -p autoglm-host --bench "$b" -- $quick
+    done
+    cargo run --release -p autoglm-bench --features report -- $quick
+
+# The templates' demo tool in Rust, Python and JavaScript, built into target/bench-guests/
+# for the per-call benchmark (rebuilt when a template changes).
+bench-guests: templates-env
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p autoglm-host
+    export CARGO_TARGET_DIR="$PWD/target/template-tests/cargo-target"
+    export COMPONENTIZE_PY="$PWD/target/py/componentize/bin/componentize-py"
+    export COMPONENTIZE_JS="$PWD/target/js-toolchain/node_modules/.bin/componentize-js"
+    for lang in rust python js; do
+        dir="target/bench-guests/demo-$lang"
+        wasm="$dir/demo-$lang.wasm"
+        if [ -f "$wasm" ] && [ -z "$(find plugins-sdk/templates/$lang plugins-sdk/src wit -newer "$wasm" -print -quit)" ]; then
+            continue
+        fi
+        rm -rf "$dir"
+        target/release/autoglm new "demo-$lang" --lang "$lang" --dir "$dir" > /dev/null
+        (cd "$dir" && ./build.sh)
+    done
 
 # Format all code.
 fmt:

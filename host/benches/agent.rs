@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use autoglm_bench::{Chart, Section, Series, Table, ratio, significant};
 use autoglm_host::agent::{Agent, AgentRequest, Outcome, Step};
 use autoglm_host::config::{Config, ModelSettings};
 use autoglm_host::engine::chat::{ChatModel, Turn, TurnReply, TurnRequest};
@@ -27,6 +28,8 @@ const QUESTIONS: &[&str] = &[
     "Who are you?",
 ];
 
+const LEVELS: [usize; 3] = [1, 4, 16];
+
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run())
@@ -43,14 +46,9 @@ async fn run() -> anyhow::Result<()> {
     let (plugins, errors) = autoglm_host::open(&config, &root.join("target/plugins")).await?;
     anyhow::ensure!(errors.is_empty(), "plugins failed to load: {errors:?}; run `just plugins`");
 
-    println!(
-        "chat requests (demo model, CPU, sample plugins), {} requests per level",
-        4 * QUESTIONS.len()
-    );
-    println!(
-        "{:<9} {:>11} {:>8} {:>9} {:>9}",
-        "batching", "concurrent", "req/s", "p50 ms", "p99 ms"
-    );
+    let quick = autoglm_bench::quick();
+    let per_level = if quick { 2 } else { 4 } * QUESTIONS.len();
+    let mut table = Table::new(&["batching", "concurrent requests", "requests/s", "p50", "p99"]);
     let mut rates = Vec::new();
     for max_batch in [1, 8] {
         let settings = ModelSettings {
@@ -60,21 +58,58 @@ async fn run() -> anyhow::Result<()> {
         };
         let opened = autoglm_host::open_model(&settings, |_, _| {})?.expect("a local model");
         let agent = Arc::new(Agent::new(opened.model, plugins.clone(), 5));
-        for concurrency in [1, 4, 16] {
-            let (rps, p50, p99) = load(&agent, concurrency, 4 * QUESTIONS.len()).await;
-            let label = if max_batch == 1 { "off" } else { "on (8)" };
-            println!("{label:<9} {concurrency:>11} {rps:>8.1} {p50:>9.1} {p99:>9.1}");
+        for concurrency in LEVELS {
+            let (rps, p50, p99) = load(&agent, concurrency, per_level).await;
+            let label = if max_batch == 1 { "off (max_batch 1)" } else { "on (max_batch 8)" };
+            table.row(vec![
+                label.into(),
+                concurrency.to_string(),
+                significant(rps),
+                format!("{} ms", significant(p50)),
+                format!("{} ms", significant(p99)),
+            ]);
             rates.push(rps);
         }
     }
-    println!(
-        "batching gain (on / off): 1 concurrent {:.2}x, 4 concurrent {:.2}x, 16 concurrent {:.2}x",
-        rates[3] / rates[0],
-        rates[4] / rates[1],
-        rates[5] / rates[2]
+    let gains: Vec<String> = (0..LEVELS.len())
+        .map(|i| format!("{} concurrent {}", LEVELS[i], ratio(rates[LEVELS.len() + i], rates[i])))
+        .collect();
+    println!("chat requests through the agent ({per_level} per level)\n{}", table.text());
+    let mut section = Section::new(
+        "batching",
+        "Chat requests: dynamic batching on vs off",
+        &format!(
+            "Chat requests through the agent loop (demo model on the CPU, sample plugins, greedy, \
+             up to 96 new tokens): {per_level} requests from {} questions, some answered \
+             directly, some with a tool call, at 1, 4 and 16 concurrent requests. Baseline: the \
+             same scheduler with batching off (max_batch 1).",
+            QUESTIONS.len()
+        ),
     );
+    section.tables.push(table);
+    section.notes.push(format!("Throughput gain of batching (on ÷ off): {}.", gains.join(", ")));
+    section.charts.push(Chart {
+        file: "batching.png".into(),
+        title: "Chat requests/s, batching off vs on".into(),
+        unit: "requests/s".into(),
+        log_scale: false,
+        groups: LEVELS.iter().map(|c| format!("{c} concurrent")).collect(),
+        series: vec![
+            Series { name: "batching off".into(), values: rates[..LEVELS.len()].to_vec() },
+            Series { name: "batching on (8)".into(), values: rates[LEVELS.len()..].to_vec() },
+        ],
+    });
+    section.record()?;
+    seed_scenario(&root, &plugins, quick).await
+}
 
-    println!("\nseed 2.5 scenario: added latency of tool calls (medians of 20 requests)");
+/// The seed's 2.5 scenario: the latency a request gains by calling plugins.
+async fn seed_scenario(
+    root: &std::path::Path,
+    plugins: &Arc<autoglm_host::registry::LiveRegistry>,
+    quick: bool,
+) -> anyhow::Result<()> {
+    let (model_runs, scripted_runs) = if quick { (10, 100) } else { (20, 200) };
     let settings =
         ModelSettings { path: Some(root.join("models/autoglm-demo")), ..Default::default() };
     let demo = Arc::new(Agent::new(
@@ -82,30 +117,58 @@ async fn run() -> anyhow::Result<()> {
         plugins.clone(),
         5,
     ));
-    let none = split(&demo, "Hello!", 20).await;
-    let one = split(&demo, "What's the weather in Beijing?", 20).await;
-    println!("{:<44} {:>9} {:>9} {:>10}", "request", "total ms", "model ms", "plugins ms");
-    println!(
-        "{:<44} {:>9.2} {:>9.2} {:>10.3}",
-        "demo model, no tool (\"Hello!\")", none.0, none.1, none.2
-    );
-    println!(
-        "{:<44} {:>9.2} {:>9.2} {:>10.3}",
-        "demo model, 1 tool (weather)", one.0, one.1, one.2
-    );
+    let none = split(&demo, "Hello!", model_runs).await;
+    let one = split(&demo, "What's the weather in Beijing?", model_runs).await;
     let scripted = Arc::new(Agent::new(Arc::new(Scripted), plugins.clone(), 5));
-    let zero = split(&scripted, "no tools", 200).await;
-    let three = split(&scripted, "three tools", 200).await;
-    println!("{:<44} {:>9.3} {:>9.3} {:>10.3}", "scripted model, no tool", zero.0, zero.1, zero.2);
-    println!(
-        "{:<44} {:>9.3} {:>9.3} {:>10.3}",
-        "scripted model, 3 tools in one turn", three.0, three.1, three.2
+    let zero = split(&scripted, "no tools", scripted_runs).await;
+    let three = split(&scripted, "three tools", scripted_runs).await;
+    let mut table = Table::new(&["request", "total", "model", "plugins", "added by plugins"]);
+    let ms = |v: f64| format!("{} ms", significant(v));
+    let rows = [
+        ("scripted model, no tool (baseline)", zero, None),
+        ("scripted model, 3 tools in one turn", three, Some(three.0 - zero.0)),
+        ("demo model, no tool (\"Hello!\", baseline)", none, None),
+        ("demo model, 1 tool (weather)", one, Some(one.0 - none.0)),
+    ];
+    for (label, (total, model, plugins), added) in rows {
+        table.row(vec![
+            label.into(),
+            ms(total),
+            ms(model),
+            ms(plugins),
+            added.map(ms).unwrap_or_default(),
+        ]);
+    }
+    println!("seed 2.5 scenario (medians)\n{}", table.text());
+    let mut section = Section::new(
+        "seed_scenario",
+        "The seed's scenario: a request with 0 vs 3 plugin calls",
+        &format!(
+            "The seed document (2.5) measured 18 ms for a request without plugins and 37 ms with \
+             three (8-12 ms per plugin call). Here the same request goes through the agent loop \
+             twice, without and with tool calls. A scripted model that answers at once isolates \
+             the plugins' cost ({scripted_runs} runs each: weather, calculator and units called \
+             in one turn, each in a fresh sandbox); the demo model shows a whole request \
+             ({model_runs} runs each). Medians."
+        ),
     );
-    println!(
-        "3 tool calls add {:.3} ms to a request (seed document: 19 ms for 3 plugins, 8-12 ms per call)",
-        three.0 - zero.0
-    );
-    Ok(())
+    section.tables.push(table);
+    section.notes.push(format!(
+        "Three plugin calls add {} to a request (the seed: 19 ms).",
+        ms(three.0 - zero.0)
+    ));
+    section.charts.push(Chart {
+        file: "seed_scenario.png".into(),
+        title: "Request latency without and with plugin calls (ms, log scale)".into(),
+        unit: "ms".into(),
+        log_scale: true,
+        groups: vec!["scripted model".into(), "demo model".into(), "seed document".into()],
+        series: vec![
+            Series { name: "no plugin".into(), values: vec![zero.0, none.0, 18.0] },
+            Series { name: "with plugins (3 / 1 / 3)".into(), values: vec![three.0, one.0, 37.0] },
+        ],
+    });
+    section.record()
 }
 
 fn request(question: &str) -> AgentRequest {

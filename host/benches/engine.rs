@@ -1,11 +1,13 @@
 //! GLM engine throughput on this machine's CPU: prefill and decode tokens/s at batch 1 and
 //! batch 8, for a tiny config and a ~1B-parameter GLM-4-0414-shaped config with random
 //! weights (really materialised: zero weights would leave pages untouched and flatter us).
-//! `--quick` (or AUTOGLM_BENCH_QUICK=1) leaves the 1B case out.
+//! `--quick` (or AUTOGLM_BENCH_QUICK=1) leaves the 1B case out. Records the report's
+//! `engine` section under `just bench`.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+use autoglm_bench::{Chart, Section, Series, Table, ratio, significant};
 use autoglm_host::engine::weights::expected_tensors;
 use autoglm_host::engine::{Architecture, BatchItem, GlmModel, Kernels, KvCache, ModelConfig};
 use candle_core::{DType, Device, Tensor};
@@ -18,9 +20,8 @@ struct Case {
     decode_steps: usize,
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick")
-        || std::env::var_os("AUTOGLM_BENCH_QUICK").is_some();
+fn main() -> anyhow::Result<()> {
+    let quick = autoglm_bench::quick();
     let mut cases = vec![Case {
         name: "tiny",
         config: json!({"architectures": ["Glm4ForCausalLM"], "vocab_size": 512, "hidden_size": 192, "intermediate_size": 512,
@@ -39,12 +40,22 @@ fn main() {
             decode_steps: 8,
         });
     }
-    println!("engine (CPU, f32, {} threads)", candle_core::utils::get_num_threads());
-    println!(
-        "{:<6} {:>8} {:>7} {:>14} {:>14}",
-        "model", "params", "batch", "prefill tok/s", "decode tok/s"
-    );
-    for case in cases {
+    let threads = candle_core::utils::get_num_threads();
+    let mut table = Table::new(&[
+        "model",
+        "parameters",
+        "prefill tok/s, batch 1",
+        "prefill tok/s, batch 8",
+        "decode tok/s, batch 1",
+        "decode tok/s, batch 8",
+        "decode gain (8 ÷ 1)",
+    ]);
+    let mut series: Vec<Series> = ["decode, batch 1", "decode, batch 8"]
+        .iter()
+        .map(|n| Series { name: n.to_string(), values: Vec::new() })
+        .collect();
+    let mut notes = Vec::new();
+    for case in &cases {
         let config: ModelConfig =
             serde_json::from_value(case.config.clone()).expect("valid config");
         let model = random_model(&config);
@@ -52,26 +63,50 @@ fn main() {
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
-        let mut rates = Vec::new();
-        for batch in [1, 8] {
-            let (prefill, decode) = measure(&model, &config, batch, case.prompt, case.decode_steps);
-            println!(
-                "{:<6} {:>7.1}M {:>7} {:>14.1} {:>14.1}",
-                case.name,
-                params as f64 / 1e6,
-                batch,
-                prefill,
-                decode
-            );
-            rates.push((prefill, decode));
-        }
-        println!(
-            "{:<6} batching gain (batch 8 / batch 1): prefill {:.2}x, decode {:.2}x",
+        let one = measure(&model, &config, 1, case.prompt, case.decode_steps);
+        let eight = measure(&model, &config, 8, case.prompt, case.decode_steps);
+        table.row(vec![
+            case.name.to_string(),
+            format!("{}M", significant(params as f64 / 1e6)),
+            significant(one.0),
+            significant(eight.0),
+            significant(one.1),
+            significant(eight.1),
+            ratio(eight.1, one.1),
+        ]);
+        series[0].values.push(one.1);
+        series[1].values.push(eight.1);
+        notes.push(format!(
+            "{}: decoding 8 sequences in one batch gives {} the tokens/s of one at a time \
+             (prefill {}).",
             case.name,
-            rates[1].0 / rates[0].0,
-            rates[1].1 / rates[0].1
-        );
+            ratio(eight.1, one.1),
+            ratio(eight.0, one.0)
+        ));
     }
+    println!("engine (CPU, f32, {threads} threads)\n{}", table.text());
+    let mut section = Section::new(
+        "engine",
+        "Engine: prefill and decode tokens/s, batching gain",
+        &format!(
+            "The GLM-4 engine on this machine's CPU (f32, {threads} threads), with random weights \
+             really materialised: the demo model's shape (tiny) and{} a ~1B-parameter GLM-4-0414 \
+             shape. Prefill: one pass over a 64-token (tiny) or 32-token (1B) prompt per \
+             sequence; decode: one token per sequence per pass. The baseline of each batched figure is batch 1.",
+            if quick { " (left out in quick mode)" } else { "" }
+        ),
+    );
+    section.tables.push(table);
+    section.notes = notes;
+    section.charts.push(Chart {
+        file: "engine.png".into(),
+        title: "Decode tokens/s, batch 1 vs batch 8 (log scale)".into(),
+        unit: "tokens/s".into(),
+        log_scale: true,
+        groups: cases.iter().map(|c| c.name.to_string()).collect(),
+        series,
+    });
+    section.record()
 }
 
 fn random_model(config: &ModelConfig) -> GlmModel {

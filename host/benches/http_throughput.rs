@@ -1,8 +1,10 @@
 //! Tool-call throughput and latency over HTTP at 1, 16 and 64 keep-alive
 //! connections, next to a hyper hello-world server measured in the same run with
-//! the same load generator. Prints a table with ratios; no pass/fail.
+//! the same load generator. Prints a table with ratios and records the report's `http`
+//! section under `just bench`; no pass/fail.
 //!
-//! Run with `cargo bench -p autoglm-host --bench http_throughput` after `just plugins`.
+//! By hand: `cargo bench -p autoglm-host --bench http_throughput [-- --quick]` after
+//! `just plugins`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,14 +12,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use autoglm_bench::{Chart, Section, Series, Table, duration, ratio, significant};
 use autoglm_host::config::Config;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-const DURATION: Duration = Duration::from_secs(3);
 
 /// Requests per second and latency percentiles of one run.
 struct Run {
@@ -55,9 +56,9 @@ async fn client(addr: SocketAddr, request: Arc<Vec<u8>>, until: Instant) -> Vec<
     latencies
 }
 
-async fn load(addr: SocketAddr, request: &[u8], connections: usize) -> Run {
+async fn load(addr: SocketAddr, request: &[u8], connections: usize, seconds: Duration) -> Run {
     let request = Arc::new(request.to_vec());
-    let until = Instant::now() + DURATION;
+    let until = Instant::now() + seconds;
     let started = Instant::now();
     let tasks: Vec<_> =
         (0..connections).map(|_| tokio::spawn(client(addr, request.clone(), until))).collect();
@@ -65,9 +66,9 @@ async fn load(addr: SocketAddr, request: &[u8], connections: usize) -> Run {
     for task in tasks {
         all.extend(task.await.expect("client task"));
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    Run { rps: all.len() as f64 / seconds, p50: all[all.len() / 2], p99: all[all.len() * 99 / 100] }
+    Run { rps: all.len() as f64 / elapsed, p50: all[all.len() / 2], p99: all[all.len() * 99 / 100] }
 }
 
 async fn hello_world() -> SocketAddr {
@@ -92,6 +93,7 @@ async fn hello_world() -> SocketAddr {
 }
 
 fn main() -> anyhow::Result<()> {
+    let seconds = Duration::from_secs(if autoglm_bench::quick() { 1 } else { 3 });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
@@ -116,22 +118,63 @@ fn main() -> anyhow::Result<()> {
             body.len()
         );
         let hello = "GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
-        println!("HTTP tool calls (weather.get_weather) vs hyper hello-world, {}s per run, keep-alive", DURATION.as_secs());
-        println!("{:>5} {:>12} {:>10} {:>10} | {:>12} {:>10} {:>10} | {:>9}", "conns", "tool req/s", "p50", "p99", "hello req/s", "p50", "p99", "req/s %");
+        let mut table = Table::new(&[
+            "connections",
+            "tool calls/s",
+            "p50",
+            "p99",
+            "hello-world req/s",
+            "p50",
+            "p99",
+            "tool ÷ hello req/s",
+        ]);
+        let mut series: Vec<Series> = ["tool calls (weather)", "hyper hello-world"]
+            .iter()
+            .map(|n| Series { name: n.to_string(), values: Vec::new() })
+            .collect();
         for connections in [1, 16, 64] {
-            let tool = load(addr, tool_call.as_bytes(), connections).await;
-            let base = load(baseline, hello.as_bytes(), connections).await;
-            println!(
-                "{connections:>5} {:>12.0} {:>10.2?} {:>10.2?} | {:>12.0} {:>10.2?} {:>10.2?} | {:>8.0}%",
-                tool.rps,
-                tool.p50,
-                tool.p99,
-                base.rps,
-                base.p50,
-                base.p99,
-                100.0 * tool.rps / base.rps
-            );
+            let tool = load(addr, tool_call.as_bytes(), connections, seconds).await;
+            let base = load(baseline, hello.as_bytes(), connections, seconds).await;
+            table.row(vec![
+                connections.to_string(),
+                significant(tool.rps),
+                duration(tool.p50),
+                duration(tool.p99),
+                significant(base.rps),
+                duration(base.p50),
+                duration(base.p99),
+                ratio(tool.rps, base.rps),
+            ]);
+            series[0].values.push(tool.rps);
+            series[1].values.push(base.rps);
         }
+        println!(
+            "HTTP tool calls vs hyper hello-world, {}s per run, keep-alive\n{}",
+            seconds.as_secs(),
+            table.text()
+        );
+        let mut section = Section::new(
+            "http",
+            "HTTP: tool-call throughput and latency vs hyper hello-world",
+            &format!(
+                "`POST /v1/tools/weather.get_weather/call` on the real server (fresh sandbox per \
+                 call, schema validation, metrics; rate limit off) against a hyper hello-world \
+                 server answering a constant body, both on 127.0.0.1, driven by the same \
+                 keep-alive load generator for {} s per run at 1, 16 and 64 connections. The \
+                 load generator shares the machine's cores with the server.",
+                seconds.as_secs()
+            ),
+        );
+        section.tables.push(table);
+        section.charts.push(Chart {
+            file: "http.png".into(),
+            title: "Requests/s by connections (log scale)".into(),
+            unit: "requests/s".into(),
+            log_scale: true,
+            groups: ["1", "16", "64"].iter().map(|c| format!("{c} connections")).collect(),
+            series,
+        });
+        section.record()?;
         Ok(())
     })
 }

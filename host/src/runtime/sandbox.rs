@@ -47,6 +47,25 @@ pub struct Traced<T> {
     pub elapsed: std::time::Duration,
 }
 
+/// An instance kept across calls (see [`Sandbox::warm_instance`]).
+pub struct WarmInstance {
+    store: Store<CallState>,
+    plugin: bindings::Plugin,
+    fuel: u64,
+}
+
+impl WarmInstance {
+    /// Call `tool` with `args` (JSON text) in the kept instance, its fuel topped up first.
+    pub async fn call(&mut self, tool: &str, args: &str) -> anyhow::Result<String> {
+        self.store.set_fuel(self.fuel)?;
+        let tools = self.plugin.autoglm_plugin_tools();
+        match tools.call_call(&mut self.store, tool, args).await? {
+            Ok(json) => Ok(json),
+            Err(e) => anyhow::bail!("{tool} failed: {e:?}"),
+        }
+    }
+}
+
 /// What a sandboxed run does once the component is instantiated.
 enum Invocation<'a> {
     ListTools,
@@ -167,6 +186,24 @@ impl Sandbox {
             }
             Err(bindings::CallError::Failed(m)) => Err(self.error(tool, ErrorKind::ToolError, m)),
         }
+    }
+
+    /// Instantiate once and keep the instance, as hosts that reuse instances do: the
+    /// baseline the benchmark report sets fresh sandboxes against. Calls through
+    /// [`Sandbox::call`] never share an instance (one call's state would leak into the next).
+    pub async fn warm_instance(&self) -> Result<WarmInstance, CallError> {
+        const WHAT: &str = "warm-instance";
+        let stdout = Capture::new(self.limits.log_bytes);
+        let stderr = Capture::new(self.limits.log_bytes);
+        let state = self.state(WHAT, &stdout, &stderr, &[])?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.memory);
+        store.set_fuel(self.limits.fuel).map_err(|e| self.trap(WHAT, e))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let plugin =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(WHAT, e))?;
+        Ok(WarmInstance { store, plugin, fuel: self.limits.fuel })
     }
 
     /// Writable directories that are at their quota, with quota and usage.
