@@ -180,7 +180,8 @@ impl Agent {
                 priority: request.priority,
                 traceparent: request.trace.as_ref().map(|t| t.child().header()),
             };
-            let turn = self.model.turn(turn_request, text).await?;
+            let span = tracing::info_span!(target: "autoglm::engine", "model_turn", model = self.model.name());
+            let turn = self.model.turn(turn_request, text).instrument(span).await?;
             outcome.prompt_tokens += turn.prompt_tokens;
             outcome.completion_tokens += turn.completion_tokens;
             let produced = match &turn.reply {

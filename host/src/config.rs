@@ -33,6 +33,9 @@ pub struct Config {
     /// The language model: a local checkpoint or a remote OpenAI-compatible server.
     #[serde(default)]
     pub model: ModelSettings,
+    /// Where spans are exported (OpenTelemetry), if anywhere.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// Which language model answers chat requests, and how.

@@ -16,6 +16,7 @@ pub mod router;
 pub mod runtime;
 pub mod scaffold;
 pub mod server;
+pub mod telemetry;
 pub mod trace;
 
 use std::path::{Path, PathBuf};

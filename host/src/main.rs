@@ -229,14 +229,24 @@ impl HostArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        // One JSON object per line, with the fields of every enclosing span (the trace id).
-        LogFormat::Json => logs.json().with_current_span(false).with_span_list(true).init(),
-    }
+    let format = match cli.log_format {
+        LogFormat::Text => autoglm_host::telemetry::LogFormat::Text,
+        LogFormat::Json => autoglm_host::telemetry::LogFormat::Json,
+    };
+    // Spans are exported by the server only; a config that fails to load is reported by the
+    // command itself.
+    let telemetry = match &cli.command {
+        Command::Serve { host, .. } => host.resolve().map(|(c, _)| c.telemetry).unwrap_or_default(),
+        _ => Default::default(),
+    };
+    // Kept to the end of main: dropping it flushes exported spans, off the async runtime.
+    let _spans = match autoglm_host::telemetry::init(format, &telemetry) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

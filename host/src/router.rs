@@ -135,7 +135,9 @@ impl Router {
     /// One log line per call (`autoglm::call`, info), inside the caller's span: an HTTP
     /// request's line carries its trace id.
     pub async fn call_traced(&self, name: &str, args: &Value) -> Traced<Value> {
-        let traced = self.run(name, args).await;
+        use tracing::Instrument;
+        let span = tracing::info_span!(target: "autoglm::call", "tool_call", tool = name);
+        let traced = self.run(name, args).instrument(span).await;
         let outcome = match &traced.outcome {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),

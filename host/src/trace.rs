@@ -14,6 +14,8 @@ pub struct TraceContext {
     pub span_id: String,
     /// Whether the caller asked for the trace to be recorded.
     pub sampled: bool,
+    /// The caller's span id, when the trace came from a `traceparent` header.
+    pub parent_id: Option<String>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -34,7 +36,7 @@ fn is_hex_id(s: &str, len: usize) -> bool {
 impl TraceContext {
     /// A new trace, sampled.
     pub fn start() -> Self {
-        Self { trace_id: random_hex(16), span_id: random_hex(8), sampled: true }
+        Self { trace_id: random_hex(16), span_id: random_hex(8), sampled: true, parent_id: None }
     }
 
     /// Continue the trace in a `traceparent` header (`00-<trace>-<parent>-<flags>`) with a
@@ -52,6 +54,7 @@ impl TraceContext {
                     trace_id: trace.to_string(),
                     span_id: random_hex(8),
                     sampled: flags & 1 == 1,
+                    parent_id: Some(parent.to_string()),
                 },
             )
         });
@@ -60,7 +63,7 @@ impl TraceContext {
 
     /// The next hop of the same trace.
     pub fn child(&self) -> Self {
-        Self { span_id: random_hex(8), ..self.clone() }
+        Self { span_id: random_hex(8), parent_id: Some(self.span_id.clone()), ..self.clone() }
     }
 
     /// The `traceparent` header naming this hop.

@@ -151,8 +151,9 @@ async fn handle(
     use tracing::Instrument;
     let route = route_name(request.method(), request.uri().path());
     let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
-    let trace = TraceContext::from_header(traceparent);
-    let span = tracing::info_span!(target: "autoglm::request", "request", trace_id = %trace.trace_id, method = %request.method(), path = %request.uri().path(), %peer);
+    let span = tracing::info_span!(target: "autoglm::request", "request", trace_id = tracing::field::Empty, method = %request.method(), path = %request.uri().path(), %peer);
+    let trace = crate::telemetry::adopt(&span, TraceContext::from_header(traceparent));
+    span.record("trace_id", tracing::field::display(&trace.trace_id));
     request.extensions_mut().insert(trace.clone());
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
     let mut response =
