@@ -114,10 +114,10 @@ fn main() -> anyhow::Result<()> {
 
         let body = r#"{"location":"Beijing"}"#;
         let tool_call = format!(
-            "POST /v1/tools/weather.get_weather/call HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /v1/tools/weather.get_weather/call HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
-        let hello = "GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
+        let hello = format!("GET / HTTP/1.1\r\nhost: {baseline}\r\n\r\n");
         let mut table = Table::new(&[
             "connections",
             "tool calls/s",

@@ -210,7 +210,7 @@ fn main() -> anyhow::Result<()> {
         title: "Time from process start (ms, log scale)".into(),
         unit: "ms".into(),
         log_scale: true,
-        groups: COUNTS.iter().map(|n| format!("{n} plugins")).collect(),
+        groups: COUNTS.iter().map(|&n| plugin_count(n)).collect(),
         series,
     });
     section.record()?;
@@ -307,8 +307,8 @@ fn memory(target: &Path, work: &Path, rss: &[(usize, u64)]) -> anyhow::Result<()
         log_scale: false,
         groups: rss
             .iter()
-            .map(|(n, _)| format!("{n} plugins"))
-            .chain([format!("{IN_FLIGHT} calls in flight")])
+            .map(|&(n, _)| plugin_count(n))
+            .chain([format!("test plugin, {IN_FLIGHT} calls in flight")])
             .collect(),
         series: vec![Series {
             name: "resident".into(),
@@ -320,4 +320,8 @@ fn memory(target: &Path, work: &Path, rss: &[(usize, u64)]) -> anyhow::Result<()
         }],
     });
     section.record()
+}
+
+fn plugin_count(n: usize) -> String {
+    format!("{n} plugin{}", if n == 1 { "" } else { "s" })
 }
