@@ -91,6 +91,16 @@ impl CallGrammar {
 
     /// Judge a reply prefix.
     pub fn check(&self, text: &str) -> Verdict {
+        self.check_pending(text, None)
+    }
+
+    /// Judge a reply prefix whose trailing U+FFFD stands for the first bytes `pending` of a
+    /// character still being decoded, when they are known: only characters starting with
+    /// them may follow, and none at all when they are empty (bytes that never form one).
+    pub fn check_pending(&self, text: &str, pending: Option<&[u8]>) -> Verdict {
+        if text.ends_with('\u{FFFD}') && pending.is_some_and(<[u8]>::is_empty) {
+            return Verdict::Invalid;
+        }
         if text.starts_with('\n') {
             return if self.text_allowed { Verdict::Text } else { Verdict::Invalid };
         }
@@ -112,7 +122,7 @@ impl CallGrammar {
             return Verdict::Invalid;
         };
         let chars: Vec<char> = rest.chars().collect();
-        let mut parser = Parser { s: &chars, i: 0, source: &self.source };
+        let mut parser = Parser { s: &chars, i: 0, source: &self.source, pending };
         match parser.object(tool) {
             Step::More => Verdict::Partial,
             Step::Bad => Verdict::Invalid,
@@ -159,6 +169,7 @@ struct Parser<'a> {
     s: &'a [char],
     i: usize,
     source: &'a [char],
+    pending: Option<&'a [u8]>,
 }
 
 macro_rules! step {
@@ -256,8 +267,8 @@ impl Parser<'_> {
         match kind {
             Kind::String { copy: false } => self.string(true, |_, _| true),
             Kind::String { copy: true } => {
-                let source = self.source;
-                self.string(false, |text, closed| copies(source, text, closed))
+                let (source, pending) = (self.source, self.pending);
+                self.string(false, |text, closed| copies(source, text, closed, pending))
             }
             Kind::Enum(options) => self.string(false, |text, closed| {
                 options.iter().any(|o| if closed { o == text } else { o.starts_with(text) })
@@ -445,8 +456,14 @@ fn boundary(s: &[char], i: usize) -> bool {
 }
 
 /// Whether `text` starts (or, when `closed`, is) a whole-word span of `source`. A trailing
-/// U+FFFD (a character still being decoded) matches any non-ASCII character.
-fn copies(source: &[char], text: &str, closed: bool) -> bool {
+/// U+FFFD (a character still being decoded) matches a non-ASCII character whose UTF-8
+/// encoding starts with `pending_bytes` (any, when those bytes are unknown).
+fn copies(source: &[char], text: &str, closed: bool, pending_bytes: Option<&[u8]>) -> bool {
+    let completes = |c: char| {
+        let mut buf = [0u8; 4];
+        let bytes = c.encode_utf8(&mut buf).as_bytes();
+        !c.is_ascii() && pending_bytes.is_none_or(|p| bytes.starts_with(p))
+    };
     let mut text: Vec<char> = text.chars().collect();
     let pending = text.last() == Some(&'\u{FFFD}');
     if pending {
@@ -465,7 +482,7 @@ fn copies(source: &[char], text: &str, closed: bool) -> bool {
         let end = start + text.len();
         boundary(source, start)
             && source[start..].starts_with(&text)
-            && (!pending || source.get(end).is_some_and(|c| !c.is_ascii()))
+            && (!pending || source.get(end).is_some_and(|&c| completes(c)))
             && (!closed || boundary(source, end))
     })
 }
@@ -541,5 +558,25 @@ mod tests {
         ] {
             assert_eq!(g.check(bad), Verdict::Invalid, "{bad:?}");
         }
+    }
+
+    /// A copied character that arrives byte by byte (a vocabulary without it) is checked on
+    /// the bytes it has so far: a wrong first byte is a dead end, refused at once.
+    #[test]
+    fn a_character_cut_by_a_token_must_be_one_the_source_has() {
+        let g = grammar();
+        let cut = "get_weather\n{\"location\": \"\u{FFFD}";
+        let bei = "北".as_bytes();
+        assert_eq!(g.check_pending(cut, Some(&bei[..1])), Verdict::Partial);
+        assert_eq!(g.check_pending(cut, Some(&bei[..2])), Verdict::Partial);
+        assert_eq!(g.check_pending(cut, Some(&"南".as_bytes()[..2])), Verdict::Invalid);
+        assert_eq!(g.check_pending(cut, Some(&[0xF0])), Verdict::Invalid);
+        let second = "get_weather\n{\"location\": \"北\u{FFFD}";
+        assert_eq!(g.check_pending(second, Some(&"京".as_bytes()[..1])), Verdict::Partial);
+        assert_eq!(g.check_pending(second, Some(&"北".as_bytes()[..1])), Verdict::Invalid);
+        // A stray continuation byte never forms a character, in any field.
+        assert_eq!(g.check_pending(cut, Some(&[])), Verdict::Invalid);
+        // Without the bytes, any non-ASCII character of the source may follow.
+        assert_eq!(g.check(cut), Verdict::Partial);
     }
 }

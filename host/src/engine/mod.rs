@@ -430,8 +430,14 @@ impl Engine {
             return Ok(seq.sampler.sample(logits, &seq.tokens)?);
         };
         let generated = seq.tokens[seq.prompt_len..].to_vec();
+        // A text ending inside a character decodes to U+FFFD: it is judged by the bytes it
+        // has, and a byte that continues the character is progress though the text is the same.
+        let pending = |ids: &[u32], text: &str| {
+            text.ends_with('\u{FFFD}').then(|| self.tokenizer.pending_bytes(ids)).flatten()
+        };
         let so_far = self.tokenizer.decode(&generated)?;
-        let now = grammar.check(&so_far);
+        let so_far_pending = pending(&generated, &so_far);
+        let now = grammar.check_pending(&so_far, so_far_pending.as_deref());
         let mut candidate = generated.clone();
         let allowed = |token: u32| {
             if self.stop.contains(&token) {
@@ -443,8 +449,10 @@ impl Engine {
             candidate.truncate(generated.len());
             candidate.push(token);
             let text = self.tokenizer.decode(&candidate).unwrap_or_default();
-            // A token that adds no text (a special token other than a stop) makes no progress.
-            text != so_far && !matches!(grammar.check(&text), Verdict::Invalid)
+            let cut = pending(&candidate, &text);
+            // A token that adds nothing (a special token other than a stop) makes no progress.
+            let progress = text != so_far || cut != so_far_pending;
+            progress && !matches!(grammar.check_pending(&text, cut.as_deref()), Verdict::Invalid)
         };
         let chosen = seq.sampler.sample_allowed(logits, &seq.tokens, allowed)?;
         // Nothing fits (the vocabulary cannot continue the call): end the turn.

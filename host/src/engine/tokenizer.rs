@@ -1,6 +1,8 @@
 //! `tokenizer.json` with GLM-4's special tokens resolved by name, and streaming detokenization.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::EngineError;
 
@@ -43,6 +45,8 @@ pub struct GlmTokenizer {
     inner: tokenizers::Tokenizer,
     /// The special tokens the engine acts on.
     pub special: SpecialTokens,
+    /// Each token's bytes, for byte-level BPE vocabularies (GLM-4's, the demo model's).
+    bytes: Option<Arc<Vec<Vec<u8>>>>,
 }
 
 impl GlmTokenizer {
@@ -75,7 +79,40 @@ impl GlmTokenizer {
             assistant: id("<|assistant|>")?,
             observation: id("<|observation|>")?,
         };
-        Ok(Self { inner, special })
+        let bytes = byte_level_table(&inner).map(Arc::new);
+        Ok(Self { inner, special, bytes })
+    }
+
+    /// The bytes of a character cut off at the end of `ids` (what the U+FFFD that ends
+    /// their decoded text stands for): empty when the text ends on a whole character or on
+    /// bytes that can never form one; None when the vocabulary is not byte-level (unknown).
+    pub fn pending_bytes(&self, ids: &[u32]) -> Option<Vec<u8>> {
+        let table = self.bytes.as_ref()?;
+        // A cut character has at most 3 bytes, all in the last few tokens.
+        let mut tail: Vec<u8> = Vec::new();
+        for &id in ids.iter().rev() {
+            // Ids the vocabulary lacks decode to nothing, as special tokens do.
+            let token = table.get(id as usize).map(Vec::as_slice).unwrap_or_default();
+            tail.splice(0..0, token.iter().copied());
+            if tail.len() >= 4 {
+                break;
+            }
+        }
+        let n = tail.len();
+        for back in 1..=n.min(3) {
+            let byte = tail[n - back];
+            if byte & 0xC0 == 0x80 {
+                continue;
+            }
+            let width = match byte {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return Some(if back < width { tail[n - back..].to_vec() } else { Vec::new() });
+        }
+        Some(Vec::new())
     }
 
     /// Token ids of `text`; special tokens written in it (as a rendered prompt has them)
@@ -100,6 +137,46 @@ impl GlmTokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// Each token's bytes when `inner` is a byte-level BPE tokenizer (its decoder is
+/// `ByteLevel`): none for special tokens (decoding leaves them out), and GPT-2's byte
+/// alphabet mapped back for the others.
+fn byte_level_table(inner: &tokenizers::Tokenizer) -> Option<Vec<Vec<u8>>> {
+    if !matches!(inner.get_decoder(), Some(tokenizers::DecoderWrapper::ByteLevel(_))) {
+        return None;
+    }
+    let alphabet = byte_level_alphabet();
+    let added = inner.get_added_tokens_decoder();
+    let table = (0..inner.get_vocab_size(true) as u32)
+        .map(|id| {
+            // Decoding leaves special tokens out; other added tokens are their text.
+            if let Some(token) = added.get(&id) {
+                return if token.special { Vec::new() } else { token.content.as_bytes().to_vec() };
+            }
+            let Some(token) = inner.id_to_token(id) else { return Vec::new() };
+            let bytes: Option<Vec<u8>> = token.chars().map(|c| alphabet.get(&c).copied()).collect();
+            bytes.unwrap_or_else(|| token.into_bytes())
+        })
+        .collect();
+    Some(table)
+}
+
+/// GPT-2's byte-level alphabet, inverted: the character that stands for each byte.
+fn byte_level_alphabet() -> HashMap<char, u8> {
+    let mut shifted = 256u32;
+    (0..=255u8)
+        .map(|byte| {
+            let printable = matches!(byte, 33..=126 | 161..=172 | 174..=255);
+            let code = if printable {
+                u32::from(byte)
+            } else {
+                shifted += 1;
+                shifted - 1
+            };
+            (char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER), byte)
+        })
+        .collect()
 }
 
 /// Turns generated tokens into text as they arrive, holding back a token that ends inside a
