@@ -438,10 +438,16 @@ impl Engine {
         let so_far = self.tokenizer.decode(&generated)?;
         let so_far_pending = pending(&generated, &so_far);
         let now = grammar.check_pending(&so_far, so_far_pending.as_deref());
+        if now == Verdict::Text {
+            // A plain answer stays one: drop the grammar rather than decode the whole reply
+            // again for every token.
+            seq.grammar = None;
+            return Ok(seq.sampler.sample(logits, &seq.tokens)?);
+        }
         let mut candidate = generated.clone();
         let allowed = |token: u32| {
             if self.stop.contains(&token) {
-                return matches!(now, Verdict::CompleteCall | Verdict::Text);
+                return now == Verdict::CompleteCall;
             }
             if now == Verdict::CompleteCall {
                 return false;
