@@ -97,6 +97,13 @@ impl Section {
     }
 }
 
+impl Series {
+    /// Empty series with these names, filled one group at a time.
+    pub fn named(names: &[&str]) -> Vec<Series> {
+        names.iter().map(|n| Series { name: n.to_string(), values: Vec::new() }).collect()
+    }
+}
+
 impl Table {
     /// A table with these column headings.
     pub fn new(columns: &[&str]) -> Self {

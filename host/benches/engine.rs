@@ -50,10 +50,7 @@ fn main() -> anyhow::Result<()> {
         "decode tok/s, batch 8",
         "decode gain (8 ÷ 1)",
     ]);
-    let mut series: Vec<Series> = ["decode, batch 1", "decode, batch 8"]
-        .iter()
-        .map(|n| Series { name: n.to_string(), values: Vec::new() })
-        .collect();
+    let mut series = Series::named(&["decode, batch 1", "decode, batch 8"]);
     let mut notes = Vec::new();
     for case in &cases {
         let config: ModelConfig =

@@ -128,10 +128,7 @@ fn main() -> anyhow::Result<()> {
             "p99",
             "tool ÷ hello req/s",
         ]);
-        let mut series: Vec<Series> = ["tool calls (weather)", "hyper hello-world"]
-            .iter()
-            .map(|n| Series { name: n.to_string(), values: Vec::new() })
-            .collect();
+        let mut series = Series::named(&["tool calls (weather)", "hyper hello-world"]);
         for connections in [1, 16, 64] {
             let tool = load(addr, tool_call.as_bytes(), connections, seconds).await;
             let base = load(baseline, hello.as_bytes(), connections, seconds).await;

@@ -142,10 +142,7 @@ fn main() -> anyhow::Result<()> {
         "fresh ÷ native",
     ]);
     let mut components = Table::new(&["guest", "size", "compile (cold)", "compile (cache)"]);
-    let mut series: Vec<Series> = ["native fn", "warm instance", "fresh sandbox", "via router"]
-        .iter()
-        .map(|n| Series { name: n.to_string(), values: Vec::new() })
-        .collect();
+    let mut series = Series::named(&["native fn", "warm instance", "fresh sandbox", "via router"]);
     let mut fresh_rust = Duration::ZERO;
     for (label, lang) in GUESTS {
         let m = measure_guest(&rt, lang, budget)?;

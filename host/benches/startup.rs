@@ -153,10 +153,7 @@ fn main() -> anyhow::Result<()> {
         "ready, first ÷ restart",
     ]);
     let mut rss = Vec::new();
-    let mut series: Vec<Series> = ["first start: ready", "restart: ready", "restart: /healthz"]
-        .iter()
-        .map(|n| Series { name: n.to_string(), values: Vec::new() })
-        .collect();
+    let mut series = Series::named(&["first start: ready", "restart: ready", "restart: /healthz"]);
     for &n in COUNTS {
         let plugins = work.path().join(format!("plugins-{n}"));
         std::fs::create_dir_all(&plugins)?;
