@@ -57,6 +57,7 @@ eval-demo: plugins
 test: plugins test-plugins python-env templates-env
     cargo test --workspace --no-fail-fast
     cargo test -p autoglm-host --features otlp --test telemetry
+    cargo test -p autoglm-bench --features report --test report
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
