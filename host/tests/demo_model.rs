@@ -26,6 +26,6 @@ async fn the_demo_model_keeps_its_recorded_scores_on_the_heldout_split() {
     // The card's figures, less a point of slack: a drop below is a regression.
     assert!(report.tool_selection_accuracy >= 0.79, "{}", report.table());
     assert!(report.exact_call_accuracy >= 0.39, "{}", report.table());
-    assert!(report.valid_json_rate >= 0.97, "{}", report.table());
+    assert!(report.valid_json_rate >= 0.99, "{}", report.table());
     assert!(report.no_tool_recall >= 0.72, "{}", report.table());
 }

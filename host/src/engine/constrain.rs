@@ -478,11 +478,17 @@ fn copies(source: &[char], text: &str, closed: bool, pending_bytes: Option<&[u8]
     {
         return false;
     }
+    // An open span that ends in whitespace cannot close yet: its next character must be one
+    // a copied value may hold (no quote, backslash or control character, which would need
+    // an escape), or the reply could never be finished.
+    let must_extend = !closed && !pending && text.last().is_some_and(|c| c.is_whitespace());
+    let copyable = |c: char| c != '"' && c != '\\' && !c.is_control();
     (0..source.len()).any(|start| {
         let end = start + text.len();
         boundary(source, start)
             && source[start..].starts_with(&text)
             && (!pending || source.get(end).is_some_and(|&c| completes(c)))
+            && (!must_extend || source.get(end).is_some_and(|&c| copyable(c)))
             && (!closed || boundary(source, end))
     })
 }
@@ -513,7 +519,11 @@ mod tests {
             },
         ];
         let copy = HashMap::from([("get_weather".to_string(), vec!["location".to_string()])]);
-        CallGrammar::new(&tools, &copy, "What's the weather in Buenos Aires and 北京?")
+        CallGrammar::new(
+            &tools,
+            &copy,
+            "What's the weather in Buenos Aires and 北京? Or in \"Lima\"",
+        )
     }
 
     #[test]
@@ -554,10 +564,24 @@ mod tests {
             "convert\n{\"value\": 5, \"value\"",
             "convert\n{\"value\": 5, \"from\": \"x\", \"to\": \"yd\"",
             "get_weather\n{\"location\": \"北京\"} extra",
+            // Only a quote follows "in ": the span could never be closed.
+            "get_weather\n{\"location\": \"Or in ",
             "list\n{\"a\"",
         ] {
             assert_eq!(g.check(bad), Verdict::Invalid, "{bad:?}");
         }
+    }
+
+    /// A copied span may stop before a quote of the source but cannot swallow the space
+    /// in front of it: it could then neither close nor go on.
+    #[test]
+    fn a_span_that_could_never_close_is_refused() {
+        let g = grammar();
+        assert_eq!(g.check("get_weather\n{\"location\": \"Or in"), Verdict::Partial);
+        assert_eq!(g.check("get_weather\n{\"location\": \"Or in\"}"), Verdict::CompleteCall);
+        assert_eq!(g.check("get_weather\n{\"location\": \"Or in "), Verdict::Invalid);
+        assert_eq!(g.check("get_weather\n{\"location\": \"weather in "), Verdict::Partial);
+        assert_eq!(g.check("get_weather\n{\"location\": \"Lima"), Verdict::Partial);
     }
 
     /// A copied character that arrives byte by byte (a vocabulary without it) is checked on
