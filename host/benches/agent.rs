@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use autoglm_bench::{Chart, Section, Series, Table, ratio, significant};
+use autoglm_bench::{Chart, Section, Series, Table, percentiles, ratio, significant};
 use autoglm_host::agent::{Agent, AgentRequest, Outcome, Step};
 use autoglm_host::config::{Config, ModelSettings};
 use autoglm_host::engine::chat::{ChatModel, Turn, TurnReply, TurnRequest};
@@ -213,10 +213,9 @@ async fn load(agent: &Arc<Agent>, concurrency: usize, total: usize) -> (f64, f64
     for worker in workers {
         latencies.extend(worker.await.expect("worker"));
     }
-    latencies.sort();
-    let ms =
-        |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
-    (total as f64 / started.elapsed().as_secs_f64(), ms(0.5), ms(0.99))
+    let rps = total as f64 / started.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(latencies);
+    (rps, p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3)
 }
 
 /// Median total, model and plugin time (ms) of `n` runs of `question`.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoglm_bench::{Chart, Section, Series, Table, duration, ratio, significant};
+use autoglm_bench::{Chart, Section, Series, Table, duration, percentiles, ratio, significant};
 use autoglm_host::config::Config;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -66,9 +66,9 @@ async fn load(addr: SocketAddr, request: &[u8], connections: usize, seconds: Dur
     for task in tasks {
         all.extend(task.await.expect("client task"));
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    Run { rps: all.len() as f64 / elapsed, p50: all[all.len() / 2], p99: all[all.len() * 99 / 100] }
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(all);
+    Run { rps, p50, p99 }
 }
 
 async fn hello_world() -> SocketAddr {

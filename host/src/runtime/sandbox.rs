@@ -195,12 +195,7 @@ impl Sandbox {
         const WHAT: &str = "warm-instance";
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
-        let state = self.state(WHAT, &stdout, &stderr, &[])?;
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        store.set_fuel(self.limits.fuel).map_err(|e| self.trap(WHAT, e))?;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let mut store = self.store(WHAT, &stdout, &stderr, &[], None)?;
         let plugin =
             self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(WHAT, e))?;
         Ok(WarmInstance { store, plugin, fuel: self.limits.fuel })
@@ -238,21 +233,8 @@ impl Sandbox {
         let _slot = admission.acquire().await;
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
-        let state = self.state(what, &stdout, &stderr, full)?;
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        store.set_fuel(self.limits.fuel).map_err(|e| self.trap(what, e))?;
         let deadline = Instant::now() + self.limits.deadline;
-        // Wake at every epoch tick: yield so the executor can run other tasks and
-        // cancel this one, and stop the guest once its deadline has passed.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let mut store = self.store(what, &stdout, &stderr, full, Some(deadline))?;
 
         let work = async {
             let plugin = self.pre.instantiate_async(&mut store).await?;
@@ -284,6 +266,29 @@ impl Sandbox {
             }
             Ok(Err(error)) => Err(self.classify(what, error, store.data())),
         }
+    }
+
+    /// A Store with the memory cap and the fuel armed, yielding at every epoch tick (so the
+    /// executor can run other tasks and cancel this one) and stopping the guest once
+    /// `deadline`, if any, has passed. Directories in `full` are mounted read-only.
+    fn store(
+        &self,
+        what: &str,
+        stdout: &Capture,
+        stderr: &Capture,
+        full: &[&str],
+        deadline: Option<Instant>,
+    ) -> Result<Store<CallState>, CallError> {
+        let state = self.state(what, stdout, stderr, full)?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.memory);
+        store.set_fuel(self.limits.fuel).map_err(|e| self.trap(what, e))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| match deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(Trap::Interrupt.into()),
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
+        Ok(store)
     }
 
     /// The Store's data for one call; directories in `full` are mounted read-only.
