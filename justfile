@@ -75,9 +75,10 @@ bench *FLAGS: plugins test-plugins bench-guests
     done
     rm -rf target/bench
     export AUTOGLM_BENCH_OUT="$PWD/target/bench"
-    for b in sandbox_call agent http_throughput startup engine; do
+    for b in sandbox_call agent http_throughput startup; do
         cargo bench -p autoglm-host --bench "$b" -- $quick
     done
+    cargo bench -p autoglm-engine --bench engine -- $quick
     cargo run --release -p autoglm-bench --features report -- $quick
 
 # The templates' demo tool in Rust, Python and JavaScript, built into target/bench-guests/
@@ -104,7 +105,8 @@ bench-guests: templates-env
 fmt:
     cargo fmt --all
 
-# Lint with clippy, warnings as errors.
+# Lint with clippy, warnings as errors, and check that modules import only lower layers.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo test -p autoglm-host --test layers

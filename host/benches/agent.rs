@@ -6,27 +6,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use autoglm_bench::{Chart, Section, Series, Table, percentiles, ratio, significant};
-use autoglm_host::agent::{Agent, AgentRequest, Outcome, Step};
-use autoglm_host::config::{Config, ModelSettings};
-use autoglm_host::engine::chat::{ChatModel, Turn, TurnReply, TurnRequest};
-use autoglm_host::engine::scheduler::{BatchSettings, Priority};
-use autoglm_host::engine::{ChatMessage, Role, SamplingParams, ToolCall};
-use autoglm_host::error::CallError;
+use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams};
+use autoglm_host::agent::{Agent, AgentRequest, TraceStep, Transcript};
+use autoglm_host::app::Host;
+use autoglm_host::invoke::Allowlist;
+use autoglm_test_support::host::{
+    AGENT_PLUGINS, QUESTIONS, demo_agent, host, notes_config, plugins_dir,
+};
+use autoglm_test_support::scripted::{ScriptedModel, call};
 use serde_json::json;
-use tokio::sync::mpsc::UnboundedSender;
-
-const QUESTIONS: &[&str] = &[
-    "What's the weather in Paris?",
-    "Calculate 3*(4+5)",
-    "Convert 5 km to miles",
-    "Hello!",
-    "Count the words in: the quick brown fox",
-    "How hot is it in Nairobi?",
-    "What is 2^10?",
-    "Who are you?",
-];
 
 const LEVELS: [usize; 3] = [1, 4, 16];
 
@@ -36,28 +25,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = plugins_dir(AGENT_PLUGINS);
     let notes = tempfile::tempdir()?;
-    let config: Config = toml::from_str(&format!(
-        "cache_dir = {:?}\n[[plugins.notes.dirs]]\nhost = {:?}\nguest = \"/notes\"\nmode = \"rw\"\n",
-        root.join("target/test-component-cache"),
-        notes.path()
-    ))?;
-    let (plugins, errors) = autoglm_host::open(&config, &root.join("target/plugins")).await?;
-    anyhow::ensure!(errors.is_empty(), "plugins failed to load: {errors:?}; run `just plugins`");
+    let host = host(&notes_config(notes.path()), plugins.path()).await;
 
     let quick = autoglm_bench::quick();
     let per_level = if quick { 2 } else { 4 } * QUESTIONS.len();
     let mut table = Table::new(&["batching", "concurrent requests", "requests/s", "p50", "p99"]);
     let mut rates = Vec::new();
     for max_batch in [1, 8] {
-        let settings = ModelSettings {
-            path: Some(root.join("models/autoglm-demo")),
-            batching: BatchSettings { max_batch, max_wait_ms: 2, queue: 256 },
-            ..Default::default()
-        };
-        let opened = autoglm_host::open_model(&settings, |_, _| {})?.expect("a local model");
-        let agent = Arc::new(Agent::new(opened.model, plugins.clone(), 5));
+        let agent = demo_agent(&host, max_batch, 5);
         for concurrency in LEVELS {
             let (rps, p50, p99) = load(&agent, concurrency, per_level).await;
             let label = if max_batch == 1 { "off (max_batch 1)" } else { "on (max_batch 8)" };
@@ -100,28 +77,28 @@ async fn run() -> anyhow::Result<()> {
         ],
     });
     section.record()?;
-    seed_scenario(&root, &plugins, quick).await
+    seed_scenario(&host, quick).await
 }
 
 /// The seed's 2.5 scenario: the latency a request gains by calling plugins.
-async fn seed_scenario(
-    root: &std::path::Path,
-    plugins: &Arc<autoglm_host::registry::LiveRegistry>,
-    quick: bool,
-) -> anyhow::Result<()> {
+async fn seed_scenario(host: &Host, quick: bool) -> anyhow::Result<()> {
     let (model_runs, scripted_runs) = if quick { (10, 100) } else { (20, 200) };
-    let settings =
-        ModelSettings { path: Some(root.join("models/autoglm-demo")), ..Default::default() };
-    let demo = Arc::new(Agent::new(
-        autoglm_host::open_model(&settings, |_, _| {})?.expect("a local model").model,
-        plugins.clone(),
-        5,
-    ));
+    let demo = demo_agent(host, 8, 5);
     let none = split(&demo, "Hello!", model_runs).await;
     let one = split(&demo, "What's the weather in Beijing?", model_runs).await;
-    let scripted = Arc::new(Agent::new(Arc::new(Scripted), plugins.clone(), 5));
-    let zero = split(&scripted, "no tools", scripted_runs).await;
-    let three = split(&scripted, "three tools", scripted_runs).await;
+    // Models that answer at once, the second after three tool calls: the difference between
+    // the two requests is the tools' cost alone.
+    let scripted = |calls| {
+        let model = Arc::new(ScriptedModel::new(calls, "done"));
+        Arc::new(Agent::new(model, host.invoker.clone(), 5))
+    };
+    let zero = split(&scripted(vec![]), "no tools", scripted_runs).await;
+    let three_calls = vec![
+        call("get_weather", json!({"location": "Beijing"})),
+        call("evaluate", json!({"expression": "2*(3+4)"})),
+        call("convert", json!({"value": 5, "from": "km", "to": "miles"})),
+    ];
+    let three = split(&scripted(three_calls), "three tools", scripted_runs).await;
     let mut table = Table::new(&["request", "total", "model", "plugins"]);
     let ms = |v: f64| format!("{} ms", significant(v));
     let rows = [
@@ -180,7 +157,7 @@ fn request(question: &str) -> AgentRequest {
         messages: vec![ChatMessage::new(Role::User, question)],
         params: SamplingParams::greedy(96),
         priority: Priority::Interactive,
-        tool_filter: None,
+        allowlist: Allowlist::everything("bench"),
         trace: None,
     }
 }
@@ -223,15 +200,15 @@ async fn split(agent: &Agent, question: &str, n: usize) -> (f64, f64, f64) {
     let mut runs: Vec<(f64, f64, f64)> = Vec::with_capacity(n);
     for _ in 0..n {
         let began = Instant::now();
-        let outcome: Outcome =
+        let outcome: Transcript =
             agent.run(request(question), None).await.expect("the request completes");
         let total = began.elapsed().as_secs_f64() * 1e3;
         let (mut model, mut plugins) = (0.0, 0.0f64);
         for step in &outcome.steps {
             match step {
-                Step::Model { latency_ms, .. } => model += latency_ms,
+                TraceStep::Model { latency_ms, .. } => model += latency_ms,
                 // The calls of one turn run concurrently: their span is the longest.
-                Step::Tool { latency_ms, .. } => plugins = plugins.max(*latency_ms),
+                TraceStep::Tool { latency_ms, .. } => plugins = plugins.max(*latency_ms),
             }
         }
         runs.push((total, model, plugins));
@@ -242,38 +219,4 @@ async fn split(agent: &Agent, question: &str, n: usize) -> (f64, f64, f64) {
         values[values.len() / 2]
     };
     (median(|r| r.0), median(|r| r.1), median(|r| r.2))
-}
-
-/// A model that answers at once, with three tool calls first when asked to: so the
-/// difference between the two requests is the tools' cost alone.
-struct Scripted;
-
-#[async_trait]
-impl ChatModel for Scripted {
-    fn name(&self) -> &str {
-        "scripted"
-    }
-
-    async fn turn(
-        &self,
-        request: TurnRequest,
-        _: Option<UnboundedSender<String>>,
-    ) -> Result<Turn, CallError> {
-        let asked_for_tools = request.messages[0].content == "three tools";
-        let first_turn = request.messages.len() == 1;
-        let call = |name: &str, arguments: serde_json::Value| ToolCall {
-            name: name.into(),
-            arguments: arguments.as_object().cloned().unwrap_or_default(),
-        };
-        let reply = if asked_for_tools && first_turn {
-            TurnReply::Calls(vec![
-                call("get_weather", json!({"location": "Beijing"})),
-                call("evaluate", json!({"expression": "2*(3+4)"})),
-                call("convert", json!({"value": 5, "from": "km", "to": "miles"})),
-            ])
-        } else {
-            TurnReply::Text("done".into())
-        };
-        Ok(Turn { reply, prompt_tokens: 0, completion_tokens: 0, truncated: false })
-    }
 }

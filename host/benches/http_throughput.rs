@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autoglm_bench::{Chart, Section, Series, Table, duration, percentiles, ratio, significant};
+use autoglm_host::app::{Host, Settings};
 use autoglm_host::config::Config;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -100,15 +101,16 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         std::fs::copy(target.join("plugins/weather.wasm"), dir.path().join("weather.wasm"))
             .map_err(|e| anyhow::anyhow!("{e}: run `just plugins` first"))?;
-        let mut config = Config { cache_dir: Some(target.join("bench-component-cache")), ..Default::default() };
+        let mut config = Config::default();
+        config.cache_dir = Some(target.join("bench-component-cache"));
         // Measure the server, not the limiter.
         config.server.rate_per_minute = u32::MAX;
         config.server.concurrency = 1024;
-        let (live, errors) = autoglm_host::open(&config, dir.path()).await?;
+        let (host, errors) = Host::open(&Settings::new(config.clone(), dir.path())).await?;
         anyhow::ensure!(errors.is_empty(), "{errors:?}");
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(autoglm_host::server::AppState::new(live, config.server.clone(), true)?);
+        let state = Arc::new(autoglm_host::server::AppState::new(host.invoker.clone(), config.server.clone(), true)?);
         tokio::spawn(autoglm_host::server::serve(state, listener, std::future::pending()));
         let baseline = hello_world().await;
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use autoglm_bench::{Chart, Section, Series, Table, duration, percentiles, ratio};
+use autoglm_host::app::{Host, Settings};
 use autoglm_host::config::Config;
 use serde::{Deserialize, Serialize};
 
@@ -84,9 +85,10 @@ fn measure_guest(
     let name = format!("demo-{lang}");
     // One cold compilation (which also fills the cache), then the same bytes again.
     let cache = tempfile::tempdir()?;
-    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let mut config = Config::default();
+    config.cache_dir = Some(cache.path().to_path_buf());
     let runtime =
-        autoglm_host::runtime::Runtime::new(&config.engine, Some(cache.path().to_path_buf()))?;
+        autoglm_host::runtime::Runtime::new(&config.wasm, Some(cache.path().to_path_buf()))?;
     let started = Instant::now();
     runtime.compile(&name, &bytes)?;
     let cold_compile = started.elapsed();
@@ -96,9 +98,9 @@ fn measure_guest(
 
     let dir = tempfile::tempdir()?;
     std::fs::copy(&file, dir.path().join(format!("{name}.wasm")))?;
-    let (live, errors) = rt.block_on(autoglm_host::open(&config, dir.path()))?;
+    let (host, errors) = rt.block_on(Host::open(&Settings::new(config, dir.path())))?;
     anyhow::ensure!(errors.is_empty(), "{errors:?}");
-    let router = live.router();
+    let router = host.invoker.router();
     let tool = format!("{name}.greet");
     let target = router.resolve(&tool)?;
     let spec = &target.tool().spec;
@@ -122,7 +124,7 @@ fn measure_guest(
         rt.block_on(sandbox.call(spec, ARGS)).outcome.expect("sandboxed call");
     });
     let routed = measure(budget, || {
-        rt.block_on(router.call(&tool, &args)).expect("routed call");
+        rt.block_on(host.call(&tool, &args)).outcome.expect("routed call");
     });
     Ok(Measured { native, warm, fresh, routed, size: bytes.len(), cold_compile, cached_compile })
 }
@@ -137,12 +139,13 @@ fn main() -> anyhow::Result<()> {
         "warm instance",
         "fresh sandbox",
         "fresh p99",
-        "via router",
+        "via call path",
         "fresh ÷ warm",
         "fresh ÷ native",
     ]);
     let mut components = Table::new(&["guest", "size", "compile (cold)", "compile (cache)"]);
-    let mut series = Series::named(&["native fn", "warm instance", "fresh sandbox", "via router"]);
+    let mut series =
+        Series::named(&["native fn", "warm instance", "fresh sandbox", "via call path"]);
     let mut fresh_rust = Duration::ZERO;
     for (label, lang) in GUESTS {
         let m = measure_guest(&rt, lang, budget)?;
@@ -180,8 +183,9 @@ fn main() -> anyhow::Result<()> {
          JSON arguments four ways: the same logic as a native Rust function; a warm instance \
          kept across calls (what hosts that reuse instances pay); a fresh sandbox per call with \
          fuel, deadline, memory cap, output cap and grants armed (what this host does for every \
-         call); and through the router, which adds name resolution, JSON-schema validation and \
-         metrics. Median (p50) per call unless stated.",
+         call); and through the call path every caller takes (`invoke`), which adds name \
+         resolution, the allowlist check, JSON-schema validation, metrics and the log line. \
+         Median (p50) per call unless stated.",
     );
     section.tables = vec![calls, components];
     section.notes.push(format!(

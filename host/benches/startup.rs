@@ -6,13 +6,13 @@
 //! `just bench` records the sections; by hand: `cargo bench -p autoglm-host --bench startup`
 //! after `just plugins test-plugins`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autoglm_bench::{Chart, Section, Series, Table, duration, significant};
+use autoglm_test_support::host::{ServeProcess, sample, test_plugin};
 
 const COUNTS: &[usize] = &[1, 10, 50];
 const IN_FLIGHT: usize = 32;
@@ -45,55 +45,15 @@ fn leb128(mut n: usize) -> Vec<u8> {
     }
 }
 
-/// A running `autoglm serve`, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-/// Start `autoglm serve` on a free port; returns once it printed its address.
-fn spawn(plugins: &Path, config: &Path) -> anyhow::Result<Server> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autoglm"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--plugins"])
-        .arg(plugins)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let Some(line) = lines.next().transpose()? else {
-            anyhow::bail!("autoglm serve exited before listening");
-        };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap_or_default().parse()?;
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(Server { child, addr })
+/// Start `autoglm serve` on a free port over `plugins` with `config`; returns once it printed
+/// its address.
+fn serve(plugins: &Path, config: &Path) -> ServeProcess {
+    ServeProcess::start([
+        "--plugins".as_ref(),
+        plugins.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
 }
 
 /// Status code of `GET path` (or `POST` with `body`), 0 when the connection failed.
@@ -131,7 +91,7 @@ fn until_ok(addr: SocketAddr, path: &str, started: Instant) -> anyhow::Result<Du
 /// One start: time to `/healthz`, time to `/readyz`, resident memory once ready (KiB).
 fn start(plugins: &Path, config: &Path) -> anyhow::Result<(Duration, Duration, u64)> {
     let started = Instant::now();
-    let server = spawn(plugins, config)?;
+    let server = serve(plugins, config);
     let healthy = until_ok(server.addr, "/healthz", started)?;
     let ready = until_ok(server.addr, "/readyz", started)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -139,9 +99,7 @@ fn start(plugins: &Path, config: &Path) -> anyhow::Result<(Duration, Duration, u
 }
 
 fn main() -> anyhow::Result<()> {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let weather = std::fs::read(target.join("plugins/weather.wasm"))
-        .map_err(|e| anyhow::anyhow!("{e}: run `just plugins` first"))?;
+    let weather = std::fs::read(sample("weather"))?;
     let work = tempfile::tempdir()?;
 
     let mut table = Table::new(&[
@@ -211,16 +169,14 @@ fn main() -> anyhow::Result<()> {
         series,
     });
     section.record()?;
-    memory(&target, work.path(), &rss)
+    memory(work.path(), &rss)
 }
 
 /// Resident memory per loaded plugin (from the restarts above) and per call in flight.
-fn memory(target: &Path, work: &Path, rss: &[(usize, u64)]) -> anyhow::Result<()> {
-    let hostile = target.join("test-plugins/hostile.wasm");
+fn memory(work: &Path, rss: &[(usize, u64)]) -> anyhow::Result<()> {
     let plugins = work.join("plugins-inflight");
     std::fs::create_dir_all(&plugins)?;
-    std::fs::copy(&hostile, plugins.join("hostile.wasm"))
-        .map_err(|e| anyhow::anyhow!("{e}: run `just test-plugins` first"))?;
+    std::fs::copy(test_plugin("hostile"), plugins.join("hostile.wasm"))?;
     let config = work.join("config-inflight.toml");
     std::fs::write(
         &config,
@@ -230,7 +186,7 @@ fn memory(target: &Path, work: &Path, rss: &[(usize, u64)]) -> anyhow::Result<()
             work.join("cache-inflight")
         ),
     )?;
-    let server = spawn(&plugins, &config)?;
+    let server = serve(&plugins, &config);
     until_ok(server.addr, "/readyz", Instant::now())?;
     // One call first, so the pool and code pages are warm before the idle figure.
     anyhow::ensure!(

@@ -11,30 +11,28 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tracing::Instrument;
 
-use crate::engine::chat::{ChatModel, TurnReply, TurnRequest};
-use crate::engine::scheduler::Priority;
-use crate::engine::template::python_json;
-use crate::engine::{ChatMessage, Role, SamplingParams, ToolCall};
-use crate::error::{CallError, ErrorKind};
-use crate::metrics::Metrics;
-use crate::registry::LiveRegistry;
-use crate::trace::TraceContext;
+use autoglm_engine::chat::{ChatModel, TurnReply};
+use autoglm_engine::template::python_json;
+use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams, ToolCall, ToolDef, TurnRequest};
 
-/// Turns the loop may take when the config does not say.
-pub const DEFAULT_MAX_STEPS: usize = 5;
+use crate::error::{CallError, ErrorKind};
+use crate::invoke::{Allowlist, Invoker};
+use crate::metered::Metered;
+use crate::model::engine_error;
+use crate::router::{Router, Target};
+use crate::trace::TraceContext;
 
 /// Runs conversations between a model and the loaded tools.
 pub struct Agent {
     model: Arc<dyn ChatModel>,
-    plugins: Arc<LiveRegistry>,
+    invoker: Arc<Invoker>,
     max_steps: usize,
-    metrics: Option<Arc<Metrics>>,
 }
 
 /// One entry of a request's trace.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Step {
+pub enum TraceStep {
     /// A model turn.
     Model {
         /// What it produced: `answer`, `tool_calls` or `invalid_call`.
@@ -69,7 +67,7 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub enum AgentEvent {
     /// A step finished.
-    Step(Step),
+    Step(TraceStep),
     /// More of the answer.
     Text(String),
 }
@@ -88,21 +86,18 @@ pub enum Finish {
 
 /// A finished conversation turn with its trace.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct Transcript {
     /// The model's answer.
     pub answer: String,
     /// Why the loop ended.
     pub finish: Finish,
     /// Every model turn and tool call, in order.
-    pub steps: Vec<Step>,
+    pub steps: Vec<TraceStep>,
     /// Prompt tokens over all turns.
     pub prompt_tokens: usize,
     /// Generated tokens over all turns.
     pub completion_tokens: usize,
 }
-
-/// Which tools (by canonical id) a request may use.
-pub type ToolFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// One request to the agent.
 #[derive(Clone)]
@@ -113,22 +108,17 @@ pub struct AgentRequest {
     pub params: SamplingParams,
     /// Scheduling class.
     pub priority: Priority,
-    /// Offer only the tools this accepts (an API key's allowance); all when None.
-    pub tool_filter: Option<ToolFilter>,
+    /// The tools the caller may use: only these are offered, and a call the model makes
+    /// to any other is refused with `permission_denied`.
+    pub allowlist: Allowlist,
     /// The request's trace, continued to a remote engine.
     pub trace: Option<TraceContext>,
 }
 
 impl Agent {
-    /// An agent between `model` and the tools of `plugins`.
-    pub fn new(model: Arc<dyn ChatModel>, plugins: Arc<LiveRegistry>, max_steps: usize) -> Self {
-        Self { model, plugins, max_steps: max_steps.max(1), metrics: None }
-    }
-
-    /// Also record tool calls in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
+    /// An agent between `model` and the tools `invoker` runs.
+    pub fn new(model: Arc<dyn ChatModel>, invoker: Arc<Invoker>, max_steps: usize) -> Self {
+        Self { model, invoker, max_steps: max_steps.max(1) }
     }
 
     /// The model.
@@ -141,20 +131,18 @@ impl Agent {
         &self,
         request: AgentRequest,
         events: Option<UnboundedSender<AgentEvent>>,
-    ) -> Result<Outcome, CallError> {
-        let router = self.plugins.router();
-        let mut tools = router.tool_defs();
-        if let Some(allowed) = &request.tool_filter {
-            tools.retain(|(id, _)| allowed(id));
-        }
-        let defs: Vec<_> = tools.iter().map(|(_, d)| d.clone()).collect();
+    ) -> Result<Transcript, CallError> {
+        let router = self.invoker.router();
+        let mut offered = router.tool_defs();
+        offered.retain(|(target, _)| request.allowlist.permits(&target.id()));
+        let defs: Vec<_> = offered.iter().map(|(_, d)| d.clone()).collect();
         let emit = |event: AgentEvent| {
             if let Some(events) = &events {
                 let _ = events.send(event);
             }
         };
         let mut messages = request.messages;
-        let mut outcome = Outcome {
+        let mut outcome = Transcript {
             answer: String::new(),
             finish: Finish::MaxSteps,
             steps: Vec::new(),
@@ -181,7 +169,8 @@ impl Agent {
                 traceparent: request.trace.as_ref().map(|t| t.child().header()),
             };
             let span = tracing::info_span!(target: "autoglm::engine", "model_turn", model = self.model.name());
-            let turn = self.model.turn(turn_request, text).instrument(span).await?;
+            let turn =
+                self.model.turn(turn_request, text).instrument(span).await.map_err(engine_error)?;
             outcome.prompt_tokens += turn.prompt_tokens;
             outcome.completion_tokens += turn.completion_tokens;
             let produced = match &turn.reply {
@@ -189,7 +178,7 @@ impl Agent {
                 TurnReply::Calls(_) => "tool_calls",
                 TurnReply::Invalid { .. } => "invalid_call",
             };
-            let step = Step::Model {
+            let step = TraceStep::Model {
                 produced,
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
                 prompt_tokens: turn.prompt_tokens,
@@ -211,12 +200,13 @@ impl Agent {
                         .push(ChatMessage::new(Role::Observation, python_json(&observation, None)));
                 }
                 TurnReply::Calls(calls) => {
-                    for (call, step) in
-                        calls.iter().zip(self.run_calls(&router, &tools, &calls).await)
-                    {
+                    let steps = self.run_calls(&router, &offered, &request.allowlist, &calls).await;
+                    for (call, step) in calls.iter().zip(steps) {
                         let observation = match &step {
-                            Step::Tool { result: Some(result), .. } => python_json(result, None),
-                            Step::Tool { error: Some(e), .. } => python_json(
+                            TraceStep::Tool { result: Some(result), .. } => {
+                                python_json(result, None)
+                            }
+                            TraceStep::Tool { error: Some(e), .. } => python_json(
                                 &json!({"error": {"kind": e.kind.as_str(), "message": e.message}}),
                                 None,
                             ),
@@ -235,51 +225,58 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// Run the calls of one turn concurrently, each in its own sandbox.
+    /// Run the calls of one turn concurrently, each in its own sandbox. A name is looked up
+    /// among the offered tools first (the short names the model saw), then as any name the
+    /// router knows; either way the allowlist decides whether it runs.
     async fn run_calls(
         &self,
-        router: &Arc<crate::router::Router>,
-        tools: &[(String, crate::engine::ToolDef)],
+        router: &Router,
+        offered: &[(Target, ToolDef)],
+        allowlist: &Allowlist,
         calls: &[ToolCall],
-    ) -> Vec<Step> {
+    ) -> Vec<TraceStep> {
         let mut running = tokio::task::JoinSet::new();
         for (index, call) in calls.iter().enumerate() {
-            let id = tools.iter().find(|(_, d)| d.name == call.name).map(|(id, _)| id.clone());
-            let router = router.clone();
-            let name = id.clone().unwrap_or_else(|| call.name.clone());
+            let target = match offered.iter().find(|(_, d)| d.name == call.name) {
+                Some((target, _)) => Ok(target.clone()),
+                None => self.invoker.resolve_for(allowlist, router, &call.name),
+            };
+            // The canonical id when the name resolved, else the name as the model wrote it.
+            let tool = target.as_ref().map_or_else(|_| call.name.clone(), Target::id);
+            let (invoker, allowlist) = (self.invoker.clone(), allowlist.clone());
             let arguments = Value::Object(call.arguments.clone());
             running.spawn(
                 async move {
-                    let traced = router.call_traced(&name, &arguments).await;
-                    (index, name, arguments, traced)
+                    let metered = match target {
+                        Ok(target) => invoker.call_target(&allowlist, &target, &arguments).await,
+                        Err(error) => Metered::refused(error),
+                    };
+                    (index, tool, arguments, metered)
                 }
                 .in_current_span(),
             );
         }
-        let mut steps: Vec<Option<Step>> = vec![None; calls.len()];
+        let mut steps: Vec<Option<TraceStep>> = vec![None; calls.len()];
         while let Some(joined) = running.join_next().await {
-            let Ok((index, tool, arguments, traced)) = joined else { continue };
-            if let (Some(metrics), Some((plugin, name))) = (&self.metrics, tool.split_once('.')) {
-                metrics.record_call(plugin, name, &traced);
-            }
-            let (result, error) = match traced.outcome {
+            let Ok((index, tool, arguments, metered)) = joined else { continue };
+            let (result, error) = match metered.outcome {
                 Ok(value) => (Some(value), None),
                 Err(e) => (None, Some(Box::new(e))),
             };
-            steps[index] = Some(Step::Tool {
+            steps[index] = Some(TraceStep::Tool {
                 tool,
                 arguments,
                 result,
                 error,
-                fuel: traced.usage.fuel,
-                latency_ms: traced.elapsed.as_secs_f64() * 1e3,
+                fuel: metered.usage.fuel,
+                latency_ms: metered.elapsed.as_secs_f64() * 1e3,
             });
         }
         steps
             .into_iter()
             .zip(calls)
             .map(|(step, call)| {
-                step.unwrap_or_else(|| Step::Tool {
+                step.unwrap_or_else(|| TraceStep::Tool {
                     tool: call.name.clone(),
                     arguments: Value::Object(call.arguments.clone()),
                     result: None,
@@ -296,13 +293,13 @@ impl Agent {
 }
 
 /// One log line per finished request (`autoglm::agent`, info), inside the request's span.
-fn log(outcome: &Outcome) {
+fn log(outcome: &Transcript) {
     let tools: Vec<&str> = outcome
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::Tool { tool, .. } => Some(tool.as_str()),
-            Step::Model { .. } => None,
+            TraceStep::Tool { tool, .. } => Some(tool.as_str()),
+            TraceStep::Model { .. } => None,
         })
         .collect();
     tracing::info!(

@@ -18,9 +18,12 @@ pub struct Config {
     pub plugins_dir: Option<PathBuf>,
     /// Directory for compiled components, so a restart does not recompile.
     pub cache_dir: Option<PathBuf>,
-    /// Settings of the shared wasmtime engine.
+    /// Settings of wasmtime, which runs the plugins (`[wasm]`).
     #[serde(default)]
-    pub engine: EngineSettings,
+    pub wasm: WasmSettings,
+    /// `[engine]`, the old name of `[wasm]`: still read, with a warning.
+    #[serde(default, rename = "engine")]
+    legacy_wasm: Option<WasmSettings>,
     /// Limits applied to every plugin unless its own section overrides them.
     #[serde(default)]
     pub limits: LimitOverrides,
@@ -35,7 +38,38 @@ pub struct Config {
     pub model: ModelSettings,
     /// Where spans are exported (OpenTelemetry), if anywhere.
     #[serde(default)]
-    pub telemetry: crate::telemetry::TelemetrySettings,
+    pub telemetry: TelemetrySettings,
+    /// What the file says that still works but should change (deprecated keys), for the
+    /// command to report once logging is set up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// The `[telemetry]` section: where spans are exported.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP collector (`http://127.0.0.1:4318`); spans go to
+    /// `<url>/v1/traces`. Needs a build with the `otlp` feature.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the spans carry (default `autoglm`).
+    pub service_name: Option<String>,
+}
+
+/// The plugins directory used when neither the command line nor the config names one.
+pub const DEFAULT_PLUGINS_DIR: &str = "target/plugins";
+
+/// Turns the agent loop may take when the config does not say.
+pub const DEFAULT_MAX_STEPS: usize = 5;
+
+/// Where compiled components are cached unless the config says otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("autoglm")
+        .join("components")
 }
 
 /// Which language model answers chat requests, and how.
@@ -49,9 +83,9 @@ pub struct ModelSettings {
     /// Most model turns per request in the agent loop.
     pub max_steps: usize,
     /// How the local engine batches concurrent requests.
-    pub batching: crate::engine::scheduler::BatchSettings,
+    pub batching: autoglm_engine::scheduler::BatchSettings,
     /// A remote OpenAI-compatible server to use instead of a local checkpoint.
-    pub remote: Option<crate::engine::remote::RemoteSettings>,
+    pub remote: Option<autoglm_engine::remote::RemoteSettings>,
 }
 
 impl Default for ModelSettings {
@@ -59,7 +93,7 @@ impl Default for ModelSettings {
         Self {
             path: None,
             device: "cpu".into(),
-            max_steps: crate::agent::DEFAULT_MAX_STEPS,
+            max_steps: DEFAULT_MAX_STEPS,
             batching: Default::default(),
             remote: None,
         }
@@ -123,9 +157,9 @@ pub struct ApiKeyConfig {
 }
 
 /// Settings of the one wasmtime engine shared by all plugins.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EngineSettings {
+pub struct WasmSettings {
     /// Pre-reserve instance slots (pooling allocator); falls back to on-demand
     /// allocation when the address space cannot be reserved.
     pub pooling: bool,
@@ -133,7 +167,7 @@ pub struct EngineSettings {
     pub pool_instances: u32,
 }
 
-impl Default for EngineSettings {
+impl Default for WasmSettings {
     fn default() -> Self {
         Self { pooling: true, pool_instances: 1000 }
     }
@@ -277,12 +311,42 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let mut config = Config::from_toml(&text)
+            .with_context(|| format!("invalid config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.rebase(base);
-        config.validate().with_context(|| format!("invalid config {}", path.display()))?;
         Ok(config)
+    }
+
+    /// Parse and validate config text; relative paths stay as written.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let mut config: Config = toml::from_str(text)?;
+        if let Some(old) = config.legacy_wasm.take() {
+            anyhow::ensure!(
+                !toml::from_str::<toml::Table>(text)?.contains_key("wasm"),
+                "both [engine] and [wasm] are set; [engine] is the old name of [wasm]: keep only [wasm]"
+            );
+            config.wasm = old;
+            config.warnings.push(
+                "the config section [engine] is now called [wasm] (it configures wasmtime, not the \
+                 language model); rename it, the old name will stop working"
+                    .into(),
+            );
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The plugins directory: `flag` if given, else the config's, else the default.
+    pub fn plugins_dir_or(&self, flag: Option<&Path>) -> PathBuf {
+        (flag.map(Path::to_path_buf))
+            .or_else(|| self.plugins_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR))
+    }
+
+    /// Where compiled components are cached: the config's directory, else the default.
+    pub fn cache_dir_or_default(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(default_cache_dir)
     }
 
     /// `./autoglm.toml` when it exists, else the built-in defaults.
@@ -361,10 +425,19 @@ mod tests {
     fn unknown_keys_and_bad_grants_are_rejected_with_their_place() {
         let err = toml::from_str::<Config>("[plugins.a]\nallow_host = []\n").unwrap_err();
         assert!(err.to_string().contains("allow_host"), "{err}");
-        let config: Config =
-            toml::from_str("[[plugins.a.dirs]]\nhost = \"x\"\nguest = \"../etc\"\n").unwrap();
-        let err = config.validate().unwrap_err();
+        let err = Config::from_toml("[[plugins.a.dirs]]\nhost = \"x\"\nguest = \"../etc\"\n")
+            .unwrap_err();
         assert!(err.to_string().contains("[plugins.a]"), "{err}");
+    }
+
+    #[test]
+    fn the_old_engine_section_still_configures_wasmtime_with_a_warning() {
+        let config = Config::from_toml("[engine]\npooling = false\n").unwrap();
+        assert!(!config.wasm.pooling);
+        assert!(config.warnings[0].contains("[wasm]"), "{:?}", config.warnings);
+        let both = Config::from_toml("[engine]\npooling = false\n[wasm]\npooling = true\n");
+        assert!(both.unwrap_err().to_string().contains("keep only [wasm]"));
+        assert!(Config::from_toml("[wasm]\npooling = false\n").unwrap().warnings.is_empty());
     }
 
     #[test]

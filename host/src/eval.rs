@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{ChatMessage, Engine, Reply, SamplingParams, ToolDef, parse_reply};
+use autoglm_engine::{ChatMessage, Engine, Reply, SamplingParams, ToolDef, parse_reply};
 
 /// One evaluation case.
 #[derive(Debug, Clone, Deserialize)]

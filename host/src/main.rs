@@ -10,16 +10,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use autoglm_host::agent::Agent;
-use autoglm_host::config::Config;
-use autoglm_host::engine::remote::RemoteSettings;
-use autoglm_host::engine::scheduler::SchedulerStats;
-use autoglm_host::registry::{LiveRegistry, Watch, load_plugin};
+use autoglm_host::app::{Host, ModelOverrides, Overrides, ServedModel, Settings};
+use autoglm_host::config::{Config, ModelSettings};
+use autoglm_host::describe::{ToolDescription, needs};
+use autoglm_host::registry::{LoadError, load_plugin};
 use autoglm_host::router::Router;
-use autoglm_host::runtime::Runtime;
 use autoglm_host::scaffold::{self, Lang};
 use autoglm_host::server::AppState;
-use autoglm_host::{DEFAULT_PLUGINS_DIR, open};
 
 #[derive(Parser)]
 #[command(
@@ -142,47 +139,31 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Load the model these arguments and `config` name, and build the agent over `plugins`.
-    async fn agent(
-        &self,
-        config: &Config,
-        plugins: Arc<LiveRegistry>,
-        metrics: Option<Arc<autoglm_host::metrics::Metrics>>,
-    ) -> anyhow::Result<Option<(Arc<Agent>, Option<Arc<SchedulerStats>>)>> {
-        let mut settings = config.model.clone();
-        if let Some(path) = &self.model {
-            settings.path = Some(path.clone());
-            settings.remote = None;
+    /// These flags as overrides of the config's `[model]`.
+    fn overrides(&self) -> ModelOverrides {
+        ModelOverrides {
+            path: self.model.clone(),
+            upstream: self.upstream.clone(),
+            upstream_model: self.upstream_model.clone(),
+            device: self.device.clone(),
         }
-        if let Some(url) = &self.upstream {
-            settings.remote = Some(RemoteSettings {
-                url: url.clone(),
-                model: self.upstream_model.clone().unwrap_or_else(|| "default".into()),
-                api_key_env: settings.remote.as_ref().and_then(|r| r.api_key_env.clone()),
-                timeout_secs: settings.remote.as_ref().map_or(120, |r| r.timeout_secs),
-            });
-        }
-        if let Some(device) = &self.device {
-            settings.device = device.clone();
-        }
+    }
+
+    /// Load the model these flags and `config` name (with a progress bar for a local
+    /// checkpoint) and put an agent over `host`'s tools.
+    async fn agent(&self, config: &Config, host: &Host) -> anyhow::Result<Option<ServedModel>> {
+        let settings: ModelSettings = self.overrides().apply(config.model.clone());
         let bar = settings.path.as_deref().map(cli::load_bar);
-        let opened = tokio::task::spawn_blocking(move || {
-            autoglm_host::open_model(&settings, |done, total| {
+        let invoker = host.invoker.clone();
+        tokio::task::spawn_blocking(move || {
+            autoglm_host::app::agent(invoker, &settings, |done, total| {
                 if let Some(bar) = &bar {
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                 }
             })
         })
-        .await??;
-        Ok(opened.map(|opened| {
-            let agent = Agent::new(opened.model, plugins, config.model.max_steps);
-            let agent = match metrics {
-                Some(metrics) => agent.with_metrics(metrics),
-                None => agent,
-            };
-            (Arc::new(agent), opened.stats)
-        }))
+        .await?
     }
 }
 
@@ -197,33 +178,31 @@ struct HostArgs {
 }
 
 impl HostArgs {
-    /// The config and the plugins directory these arguments name.
-    fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
-        let config = Config::load_default_or(self.config.as_deref())?;
-        let dir = (self.plugins.clone())
-            .or_else(|| config.plugins_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR));
-        Ok((config, dir))
+    fn overrides(&self) -> Overrides {
+        Overrides { config: self.config.clone(), plugins: self.plugins.clone() }
     }
+}
 
-    /// Start the runtime and load the plugins in the background, watching the directory.
-    fn start(&self) -> anyhow::Result<(Config, Arc<LiveRegistry>, Watch)> {
-        let (config, dir) = self.resolve()?;
-        let cache = config.cache_dir.clone().unwrap_or_else(autoglm_host::default_cache_dir);
-        let runtime = Runtime::new(&config.engine, Some(cache))?;
-        let plugins = LiveRegistry::open_in_background(runtime, config.clone(), dir)?;
-        let watch = plugins.watch()?;
-        Ok((config, plugins, watch))
-    }
-
-    async fn open(&self) -> anyhow::Result<Arc<Router>> {
-        let (config, dir) = self.resolve()?;
-        let (plugins, errors) = open(&config, &dir).await?;
-        for error in errors {
-            tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}");
-            eprintln!("warning: {error}");
+impl Command {
+    /// The host options of commands that load plugins.
+    fn host(&self) -> Option<&HostArgs> {
+        match self {
+            Command::Tools { host, .. }
+            | Command::Call { host, .. }
+            | Command::Serve { host, .. }
+            | Command::Chat { host, .. }
+            | Command::Mcp { host }
+            | Command::Eval { host, .. } => Some(host),
+            Command::Plugin { .. } | Command::New { .. } | Command::Generate(_) => None,
         }
-        Ok(plugins.router())
+    }
+}
+
+/// Report plugins that failed to load; the others serve.
+fn warn_failed(errors: &[LoadError]) {
+    for error in errors {
+        tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}");
+        eprintln!("warning: {error}");
     }
 }
 
@@ -233,10 +212,11 @@ fn main() -> ExitCode {
         LogFormat::Text => autoglm_host::telemetry::LogFormat::Text,
         LogFormat::Json => autoglm_host::telemetry::LogFormat::Json,
     };
-    // Spans are exported by the server only; a config that fails to load is reported by the
-    // command itself.
-    let telemetry = match &cli.command {
-        Command::Serve { host, .. } => host.resolve().map(|(c, _)| c.telemetry).unwrap_or_default(),
+    // The config is read once, here; a config that fails to load is reported by the command
+    // itself. Spans are exported by the server only.
+    let settings = cli.command.host().map(|host| Settings::resolve(&host.overrides()));
+    let telemetry = match (&cli.command, &settings) {
+        (Command::Serve { .. }, Some(Ok(settings))) => settings.config.telemetry.clone(),
         _ => Default::default(),
     };
     // Kept to the end of main: dropping it flushes exported spans, off the async runtime.
@@ -254,7 +234,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    if let Some(Ok(settings)) = &settings {
+        for warning in &settings.config.warnings {
+            tracing::warn!("{warning}");
+        }
+    }
+    match runtime.block_on(run(cli.command, settings.transpose())) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -263,21 +248,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+/// Run `command`; `settings` are the resolved host settings of commands that load plugins.
+async fn run(
+    command: Command,
+    settings: anyhow::Result<Option<Settings>>,
+) -> anyhow::Result<ExitCode> {
+    let settings = settings?;
+    let settings = || settings.clone().context("this command takes no host options");
+    match command {
         Command::Generate(args) => {
             tokio::task::spawn_blocking(move || cli::generate::run(&args)).await?
         }
-        Command::Eval { eval, host } => {
-            let tools = host.open().await?.tool_defs();
+        Command::Eval { eval, .. } => {
+            let (host, errors) = Host::open(&settings()?).await?;
+            warn_failed(&errors);
+            let tools: Vec<_> = (host.invoker.router().tool_defs().into_iter())
+                .map(|(target, def)| (target.id(), def))
+                .collect();
             tokio::task::spawn_blocking(move || cli::eval::run(&eval, &tools)).await?
         }
-        Command::Tools { host, json } => list_tools(&*host.open().await?, json),
-        Command::Call { tool, args, host } => {
+        Command::Tools { json, .. } => {
+            let (host, errors) = Host::open(&settings()?).await?;
+            warn_failed(&errors);
+            list_tools(&host.invoker.router(), json)
+        }
+        Command::Call { tool, args, .. } => {
             let args: Value = serde_json::from_str(&args)
                 .with_context(|| format!("the arguments are not valid JSON: {args}"))?;
-            let router = host.open().await?;
-            match router.call(&tool, &args).await {
+            let (host, errors) = Host::open(&settings()?).await?;
+            warn_failed(&errors);
+            let metered = host.call(&tool, &args).await;
+            match metered.outcome {
                 Ok(result) => {
                     print_out(&serde_json::to_string_pretty(&result)?)?;
                     Ok(ExitCode::SUCCESS)
@@ -289,36 +290,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file).await,
-        Command::Chat { question, host, model } => {
-            let (config, dir) = host.resolve()?;
-            let (plugins, errors) = open(&config, &dir).await?;
+        Command::Chat { question, model, .. } => {
+            let settings = settings()?;
+            let (host, errors) = Host::open(&settings).await?;
             for error in errors {
                 eprintln!("warning: {error}");
             }
-            let Some((agent, _)) = model.agent(&config, plugins, None).await? else {
+            let Some(served) = model.agent(&settings.config, &host).await? else {
                 anyhow::bail!(
                     "no model to chat with: pass --model DIR or --upstream URL, or set [model] in the config"
                 );
             };
             let question = Some(question.join(" ")).filter(|q| !q.trim().is_empty());
-            cli::chat::run(agent, question).await?;
+            cli::chat::run(served.agent, question).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { addr, host, model } => {
-            let (config, plugins, _watch) = host.start()?;
-            let mut settings = config.server.clone();
+        Command::Serve { addr, model, .. } => {
+            let settings = settings()?;
+            let host = Host::start(&settings)?;
+            let mut server = settings.config.server.clone();
             if let Some(addr) = addr {
-                settings.addr = addr;
+                server.addr = addr;
             }
-            let listener = tokio::net::TcpListener::bind(&settings.addr)
+            let listener = tokio::net::TcpListener::bind(&server.addr)
                 .await
-                .with_context(|| format!("cannot listen on {}", settings.addr))?;
+                .with_context(|| format!("cannot listen on {}", server.addr))?;
             let local = listener.local_addr()?;
-            let mut state = AppState::new(plugins.clone(), settings, local.ip().is_loopback())?;
-            if let Some((agent, stats)) =
-                model.agent(&config, plugins.clone(), Some(state.metrics.clone())).await?
-            {
-                state = state.with_agent(agent, stats);
+            let mut state = AppState::new(host.invoker.clone(), server, local.ip().is_loopback())?;
+            if let Some(served) = model.agent(&settings.config, &host).await? {
+                state = state.with_agent(served.agent, served.stats);
             }
             let state = Arc::new(state);
             let chat = match &state.agent {
@@ -329,7 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             eprintln!(
                 "autoglm: listening on http://{local} (plugins from {}; MCP at /mcp, tools at /v1/tools; {chat})",
-                plugins.dir().display()
+                host.plugins.dir().display()
             );
             autoglm_host::server::serve(state, listener, shutdown_signal()).await?;
             eprintln!("autoglm: stopped");
@@ -344,9 +344,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mcp { host } => {
-            let (config, plugins, _watch) = host.start()?;
-            let state = Arc::new(AppState::new(plugins, config.server.clone(), true)?);
+        Command::Mcp { .. } => {
+            let settings = settings()?;
+            let host = Host::start(&settings)?;
+            let state = Arc::new(AppState::new(
+                host.invoker.clone(),
+                settings.config.server.clone(),
+                true,
+            )?);
             autoglm_host::server::stdio::serve(state).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -356,24 +361,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn list_tools(router: &Router, as_json: bool) -> anyhow::Result<ExitCode> {
     let targets = router.targets();
     if as_json {
-        let tools: Vec<Value> = targets
-            .iter()
-            .map(|t| {
-                let policy = t.plugin.sandbox.policy();
-                json!({
-                    "id": t.id(),
-                    "name": router.short_name(t),
-                    "plugin": t.plugin.name,
-                    "description": t.tool().spec.description,
-                    "input_schema": t.tool().input_schema,
-                    "output_schema": t.tool().output_schema,
-                    "granted": {
-                        "dirs": policy.dirs.iter().map(|d| json!({"guest": d.guest, "host": d.host, "mode": format!("{:?}", d.mode)})).collect::<Vec<_>>(),
-                        "env": policy.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                    },
-                })
-            })
-            .collect();
+        let tools: Vec<Value> =
+            targets.iter().map(|t| ToolDescription::new(router, t).rest()).collect();
         print_out(&serde_json::to_string_pretty(&tools)?)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -387,22 +376,17 @@ fn list_tools(router: &Router, as_json: bool) -> anyhow::Result<ExitCode> {
 
 async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::default();
-    let runtime = Runtime::new(&config.engine, Some(autoglm_host::default_cache_dir()))?;
+    let runtime = autoglm_host::app::runtime(&config)?;
     let plugin = load_plugin(&runtime, &config, file).await?;
     let tools: Vec<Value> = (plugin.tools.iter())
         .map(|t| {
-            let caps = &t.spec.capabilities;
             json!({
                 "name": t.spec.name,
                 "description": t.spec.description,
                 "input_schema": t.input_schema,
                 "output_schema": t.output_schema,
-                "needs": {
-                    "directories": caps.directories.iter().map(|d| json!({"guest_path": d.guest_path, "access": format!("{:?}", d.access)})).collect::<Vec<_>>(),
-                    "outbound_hosts": caps.outbound_hosts,
-                    "env": caps.env,
-                },
-                "hints": format!("{:?}", t.spec.hints),
+                "needs": needs(&t.spec.capabilities),
+                "annotations": autoglm_host::describe::annotations(t.spec.hints),
             })
         })
         .collect();

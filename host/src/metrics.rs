@@ -8,9 +8,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::Registry as MetricRegistry;
 
-use crate::runtime::sandbox::Traced;
+use crate::metered::Metered;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -36,9 +36,26 @@ struct HttpLabels {
     status: u16,
 }
 
+/// The local engine's batching counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelCounters {
+    /// Requests waiting for a place in the batch.
+    pub queued: usize,
+    /// Sequences in the running batch.
+    pub running: usize,
+    /// Forward passes run.
+    pub passes: usize,
+    /// Sequences stepped, summed over passes.
+    pub sequence_steps: usize,
+    /// Tokens generated.
+    pub tokens: usize,
+    /// Requests refused because the queue was full.
+    pub refused: usize,
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricRegistry,
     calls: Family<CallLabels, Counter>,
     latency: Family<ToolLabels, Histogram>,
     fuel: Family<ToolLabels, Counter>,
@@ -50,7 +67,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("autoglm");
+        let mut registry = MetricRegistry::with_prefix("autoglm");
         let calls = Family::<CallLabels, Counter>::default();
         // 10 us to ~20 s: sandboxed calls are microseconds, hostile ones hit seconds-long deadlines.
         let latency = Family::<ToolLabels, Histogram>::new_with_constructor(|| {
@@ -119,8 +136,8 @@ impl Metrics {
     }
 
     /// Record a finished call of `plugin.tool`.
-    pub fn record_call<T>(&self, plugin: &str, tool: &str, traced: &Traced<T>) {
-        let outcome = match &traced.outcome {
+    pub fn record_call<T>(&self, plugin: &str, tool: &str, metered: &Metered<T>) {
+        let outcome = match &metered.outcome {
             Ok(_) => "ok".to_string(),
             Err(e) => e.kind.as_str().to_string(),
         };
@@ -128,10 +145,10 @@ impl Metrics {
         self.calls
             .get_or_create(&CallLabels { plugin: plugin.into(), tool: tool.into(), outcome })
             .inc();
-        self.latency.get_or_create(&tool_labels).observe(traced.elapsed.as_secs_f64());
-        self.fuel.get_or_create(&tool_labels).inc_by(traced.usage.fuel);
+        self.latency.get_or_create(&tool_labels).observe(metered.elapsed.as_secs_f64());
+        self.fuel.get_or_create(&tool_labels).inc_by(metered.usage.fuel);
         let peak = self.memory_peak.get_or_create(&PluginLabels { plugin: plugin.to_string() });
-        let memory = traced.usage.memory_bytes as u64;
+        let memory = metered.usage.memory_bytes as u64;
         peak.inner().fetch_max(memory, Ordering::Relaxed);
     }
 
@@ -140,16 +157,15 @@ impl Metrics {
         self.http.get_or_create(&HttpLabels { route: route.to_string(), status }).inc();
     }
 
-    /// Copy the local engine's scheduler counters into the exported gauges.
-    pub fn observe_scheduler(&self, stats: &crate::engine::scheduler::SchedulerStats) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// Copy the local engine's batching counters into the exported gauges.
+    pub fn observe_model(&self, counters: &ModelCounters) {
         let values = [
-            stats.queued.load(Relaxed),
-            stats.running.load(Relaxed),
-            stats.passes.load(Relaxed),
-            stats.sequence_steps.load(Relaxed),
-            stats.tokens.load(Relaxed),
-            stats.refused.load(Relaxed),
+            counters.queued,
+            counters.running,
+            counters.passes,
+            counters.sequence_steps,
+            counters.tokens,
+            counters.refused,
         ];
         for ((_, gauge), value) in self.model.iter().zip(values) {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::config::{DirMode, PluginGrants};
-use crate::runtime::bindings::{Access, ToolSpec};
+use crate::contract::{Access, ToolSpec};
 
 /// One plugin's grants.
 #[derive(Debug, Clone, Default)]

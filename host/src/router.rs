@@ -1,5 +1,5 @@
-//! Tool names to plugins: resolve a name, validate the arguments against the tool's
-//! schema, check the grants, and dispatch the call to the plugin's sandbox.
+//! Tool names to plugins: resolve a name to a [`Target`] once; a target validates the
+//! arguments against its schema, checks the grants and runs the call in its sandbox.
 //!
 //! One naming rule for every surface: the canonical id is `plugin.tool`; where dots
 //! are not allowed (OpenAI function names, model prompts) a tool is called by its
@@ -11,13 +11,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{CallError, ErrorKind};
-use crate::registry::{Plugin, Registry, Tool};
-use crate::runtime::sandbox::{Traced, Usage};
+use crate::metered::Metered;
+use crate::registry::{LiveRegistry, Plugin, Registry, Tool};
 
-/// Resolves names and dispatches calls over one snapshot of the registry.
+/// Resolves names over one snapshot of the registry.
 #[derive(Clone, Default)]
 pub struct Router {
-    registry: Registry,
+    registry: Arc<Registry>,
 }
 
 /// A resolved tool: its plugin and its index in the plugin's tool list.
@@ -38,17 +38,49 @@ impl Target {
     pub fn id(&self) -> String {
         format!("{}.{}", self.plugin.name, self.tool().spec.name)
     }
+
+    /// Validate `args`, check the grants and run the call in a fresh sandbox, reporting the
+    /// fuel, memory and time it used. Callers go through the invocation path (`invoke`), which
+    /// checks the caller's allowlist first.
+    pub(crate) async fn call(&self, args: &Value) -> Metered<Value> {
+        let started = std::time::Instant::now();
+        let (plugin, tool) = (&self.plugin, self.tool());
+        let refuse = |kind, message: String| {
+            let mut metered =
+                Metered::refused(CallError::new(kind, message).at(&plugin.name, &tool.spec.name));
+            metered.elapsed = started.elapsed();
+            metered
+        };
+        if !args.is_object() {
+            return refuse(ErrorKind::InvalidArguments, "arguments must be a JSON object".into());
+        }
+        if let Err(problems) = tool.validate(args) {
+            let message = format!("arguments do not match the schema: {problems}");
+            return refuse(ErrorKind::InvalidArguments, message);
+        }
+        if let Some(missing) = plugin.sandbox.policy().missing_grant(&tool.spec) {
+            return refuse(ErrorKind::PermissionDenied, missing);
+        }
+        let metered = plugin.sandbox.call(&tool.spec, &args.to_string()).await;
+        let outcome = metered.outcome.and_then(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                CallError::new(ErrorKind::ToolError, format!("the tool returned invalid JSON: {e}"))
+                    .at(&plugin.name, &tool.spec.name)
+            })
+        });
+        Metered { outcome, usage: metered.usage, elapsed: started.elapsed() }
+    }
 }
 
 impl Router {
-    /// A router over `registry`.
-    pub fn new(registry: Registry) -> Self {
+    /// A router over the snapshot `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
         Self { registry }
     }
 
-    /// The registry this router dispatches to.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// A router over the plugins `live` serves now.
+    pub fn current(live: &LiveRegistry) -> Self {
+        Self::new(live.registry())
     }
 
     /// Every tool, ordered by plugin then by the plugin's own order.
@@ -70,7 +102,7 @@ impl Router {
 
     /// Every tool as a language model is offered it (short name, description, input schema
     /// without `$schema`), beside its canonical id.
-    pub fn tool_defs(&self) -> Vec<(String, crate::engine::ToolDef)> {
+    pub fn tool_defs(&self) -> Vec<(Target, autoglm_engine::ToolDef)> {
         self.targets()
             .into_iter()
             .map(|target| {
@@ -78,12 +110,12 @@ impl Router {
                 if let Some(schema) = parameters.as_object_mut() {
                     schema.remove("$schema");
                 }
-                let def = crate::engine::ToolDef {
+                let def = autoglm_engine::ToolDef {
                     name: self.short_name(&target),
                     description: target.tool().spec.description.clone(),
                     parameters,
                 };
-                (target.id(), def)
+                (target, def)
             })
             .collect()
     }
@@ -124,61 +156,6 @@ impl Router {
                 ))
             }
         }
-    }
-
-    /// Resolve `name`, validate `args`, check grants and run the call.
-    pub async fn call(&self, name: &str, args: &Value) -> Result<Value, CallError> {
-        self.call_traced(name, args).await.outcome
-    }
-
-    /// [`Router::call`], also reporting the fuel, memory and time the call used.
-    /// One log line per call (`autoglm::call`, info), inside the caller's span: an HTTP
-    /// request's line carries its trace id.
-    pub async fn call_traced(&self, name: &str, args: &Value) -> Traced<Value> {
-        use tracing::Instrument;
-        let span = tracing::info_span!(target: "autoglm::call", "tool_call", tool = name);
-        let traced = self.run(name, args).instrument(span).await;
-        let outcome = match &traced.outcome {
-            Ok(_) => "ok",
-            Err(e) => e.kind.as_str(),
-        };
-        let micros = u64::try_from(traced.elapsed.as_micros()).unwrap_or(u64::MAX);
-        tracing::info!(target: "autoglm::call", tool = name, outcome, fuel = traced.usage.fuel, micros, "tool call");
-        traced
-    }
-
-    async fn run(&self, name: &str, args: &Value) -> Traced<Value> {
-        let started = std::time::Instant::now();
-        let untraced =
-            |outcome| Traced { outcome, usage: Usage::default(), elapsed: started.elapsed() };
-        let target = match self.resolve(name) {
-            Ok(target) => target,
-            Err(error) => return untraced(Err(error)),
-        };
-        let plugin = &target.plugin;
-        let tool = target.tool();
-        let at = |e: CallError| e.at(&plugin.name, &tool.spec.name);
-        if !args.is_object() {
-            let message = "arguments must be a JSON object";
-            return untraced(Err(at(CallError::new(ErrorKind::InvalidArguments, message))));
-        }
-        if let Err(problems) = tool.validate(args) {
-            let message = format!("arguments do not match the schema: {problems}");
-            return untraced(Err(at(CallError::new(ErrorKind::InvalidArguments, message))));
-        }
-        if let Some(missing) = plugin.sandbox.policy().missing_grant(&tool.spec) {
-            return untraced(Err(at(CallError::new(ErrorKind::PermissionDenied, missing))));
-        }
-        let traced = plugin.sandbox.call(&tool.spec, &args.to_string()).await;
-        let outcome = traced.outcome.and_then(|text| {
-            serde_json::from_str(&text).map_err(|e| {
-                at(CallError::new(
-                    ErrorKind::ToolError,
-                    format!("the tool returned invalid JSON: {e}"),
-                ))
-            })
-        });
-        Traced { outcome, usage: traced.usage, elapsed: started.elapsed() }
     }
 
     fn with_bare_name(&self, name: &str) -> Vec<Target> {

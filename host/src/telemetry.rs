@@ -2,11 +2,11 @@
 //! tune, quiet by default) and, with the `otlp` cargo feature, the `autoglm` spans exported
 //! to an OpenTelemetry collector over OTLP/HTTP once the config's `[telemetry]` names one.
 
-use serde::Deserialize;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::config::TelemetrySettings;
 use crate::trace::TraceContext;
 
 /// How log lines are written.
@@ -16,17 +16,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, with the fields of every enclosing span (the trace id).
     Json,
-}
-
-/// The `[telemetry]` section: where spans are exported.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TelemetrySettings {
-    /// Base URL of an OTLP/HTTP collector (`http://127.0.0.1:4318`); spans go to
-    /// `<url>/v1/traces`. Needs a build with the `otlp` feature.
-    pub otlp_endpoint: Option<String>,
-    /// The `service.name` the spans carry (default `autoglm`).
-    pub service_name: Option<String>,
 }
 
 /// Install the process's subscriber: log lines on stderr (`RUST_LOG`, default `warn`) and,

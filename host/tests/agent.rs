@@ -2,15 +2,15 @@
 //! sample plugins: tool calls, answers that use the results, failures the model reports,
 //! and batching that changes nothing but speed.
 
-mod common;
-
 use std::sync::Arc;
 
-use autoglm_host::agent::{Agent, AgentRequest, Finish, Outcome, Step};
-use autoglm_host::config::ModelSettings;
-use autoglm_host::engine::scheduler::{BatchSettings, Priority};
-use autoglm_host::engine::{ChatMessage, Role, SamplingParams};
-use common::{AGENT_PLUGINS, demo_model, host, notes_config, plugins_dir};
+use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams};
+use autoglm_host::agent::{Agent, AgentRequest, Finish, TraceStep, Transcript};
+use autoglm_host::invoke::Allowlist;
+use autoglm_test_support::host::{
+    AGENT_PLUGINS, ServeProcess, demo_agent, demo_model, host, http, notes_config, plugins_dir,
+    target_dir,
+};
 
 struct Setup {
     agent: Arc<Agent>,
@@ -21,29 +21,23 @@ struct Setup {
 async fn setup(max_batch: usize) -> Setup {
     let plugins = plugins_dir(AGENT_PLUGINS);
     let notes = tempfile::tempdir().unwrap();
-    let (live, _) = host(&notes_config(notes.path()), plugins.path()).await;
-    let settings = ModelSettings {
-        path: Some(demo_model()),
-        batching: BatchSettings { max_batch, ..Default::default() },
-        ..Default::default()
-    };
-    let opened = autoglm_host::open_model(&settings, |_, _| {}).unwrap().expect("a local model");
-    Setup { agent: Arc::new(Agent::new(opened.model, live, 5)), _plugins: plugins, _notes: notes }
+    let host = host(&notes_config(notes.path()), plugins.path()).await;
+    Setup { agent: demo_agent(&host, max_batch, 5), _plugins: plugins, _notes: notes }
 }
 
-async fn ask(agent: &Agent, question: &str) -> Outcome {
+async fn ask(agent: &Agent, question: &str) -> Transcript {
     let request = AgentRequest {
         messages: vec![ChatMessage::new(Role::User, question)],
         params: SamplingParams::greedy(128),
         priority: Priority::Interactive,
-        tool_filter: None,
+        allowlist: Allowlist::everything("test"),
         trace: None,
     };
     agent.run(request, None).await.unwrap()
 }
 
-fn tool_steps(outcome: &Outcome) -> Vec<&Step> {
-    outcome.steps.iter().filter(|s| matches!(s, Step::Tool { .. })).collect()
+fn tool_steps(outcome: &Transcript) -> Vec<&TraceStep> {
+    outcome.steps.iter().filter(|s| matches!(s, TraceStep::Tool { .. })).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,7 +46,7 @@ async fn a_weather_question_calls_the_plugin_and_the_answer_uses_its_result() {
     let outcome = ask(&setup.agent, "What's the weather in Beijing?").await;
     let tools = tool_steps(&outcome);
     assert_eq!(tools.len(), 1, "{outcome:#?}");
-    let Step::Tool { tool, arguments, result: Some(result), .. } = tools[0] else {
+    let TraceStep::Tool { tool, arguments, result: Some(result), .. } = tools[0] else {
         panic!("{outcome:#?}")
     };
     assert_eq!(tool, "weather.get_weather");
@@ -71,7 +65,7 @@ async fn a_calculation_is_done_by_the_calculator() {
     let setup = setup(8).await;
     let outcome = ask(&setup.agent, "Calculate 12*7+3").await;
     let tools = tool_steps(&outcome);
-    let Some(Step::Tool { tool, arguments, result: Some(result), .. }) = tools.first() else {
+    let Some(TraceStep::Tool { tool, arguments, result: Some(result), .. }) = tools.first() else {
         panic!("{outcome:#?}")
     };
     assert_eq!(tool, "calculator.evaluate");
@@ -97,7 +91,7 @@ async fn a_failing_tool_goes_back_to_the_model_and_the_request_completes() {
     let setup = setup(8).await;
     let outcome = ask(&setup.agent, "Read my note called nothing here").await;
     let tools = tool_steps(&outcome);
-    let Some(Step::Tool { tool, error: Some(error), .. }) = tools.first() else {
+    let Some(TraceStep::Tool { tool, error: Some(error), .. }) = tools.first() else {
         panic!("{outcome:#?}")
     };
     assert_eq!(tool, "notes.read");
@@ -151,11 +145,11 @@ async fn sixteen_concurrent_requests_batched_equal_one_at_a_time() {
     for (question, outcome) in questions.iter().zip(&together) {
         let single = ask(&alone.agent, question).await;
         assert_eq!(outcome.answer, single.answer, "{question}");
-        let calls = |o: &Outcome| {
+        let calls = |o: &Transcript| {
             tool_steps(o)
                 .iter()
                 .map(|s| match s {
-                    Step::Tool { tool, arguments, .. } => format!("{tool} {arguments}"),
+                    TraceStep::Tool { tool, arguments, .. } => format!("{tool} {arguments}"),
                     _ => String::new(),
                 })
                 .collect::<Vec<_>>()
@@ -171,7 +165,7 @@ async fn sixteen_concurrent_requests_batched_equal_one_at_a_time() {
 async fn a_remote_engine_chooses_the_tools_and_they_run_here() {
     let empty = tempfile::tempdir().unwrap();
     let model = demo_model();
-    let upstream = common::ServeProcess::start([
+    let upstream = ServeProcess::start([
         "--plugins".as_ref(),
         empty.path().as_os_str(),
         "--model".as_ref(),
@@ -180,10 +174,10 @@ async fn a_remote_engine_chooses_the_tools_and_they_run_here() {
     upstream.ready().await;
     let plugins = plugins_dir(AGENT_PLUGINS);
     let url = format!("http://{}/v1", upstream.addr);
-    let cache = format!("cache_dir = {:?}\n", common::target_dir().join("test-component-cache"));
+    let cache = format!("cache_dir = {:?}\n", target_dir().join("test-component-cache"));
     let config = plugins.path().join("autoglm.toml");
     std::fs::write(&config, cache).unwrap();
-    let front = common::ServeProcess::start([
+    let front = ServeProcess::start([
         "--plugins".as_ref(),
         plugins.path().as_os_str(),
         "--config".as_ref(),
@@ -197,8 +191,7 @@ async fn a_remote_engine_chooses_the_tools_and_they_run_here() {
 
     let body = serde_json::json!({"model": "autoglm-demo", "temperature": 0,
         "messages": [{"role": "user", "content": "What's the weather in Beijing?"}]});
-    let reply =
-        common::http(front.addr, "POST", "/v1/chat/completions", &[], &body.to_string()).await;
+    let reply = http(front.addr, "POST", "/v1/chat/completions", &[], &body.to_string()).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = reply.json();
     let trace = reply["autoglm"]["trace"].as_array().unwrap().clone();
@@ -208,7 +201,7 @@ async fn a_remote_engine_chooses_the_tools_and_they_run_here() {
     let answer = reply["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(answer.contains(&format!("{temperature}°C")), "{answer}");
 
-    let metrics = |addr| async move { common::http(addr, "GET", "/metrics", &[], "").await.body };
+    let metrics = |addr| async move { http(addr, "GET", "/metrics", &[], "").await.body };
     let here = metrics(front.addr).await;
     assert!(
         here.lines().any(|l| l.starts_with("autoglm_tool_calls_total{") && l.contains("weather")),

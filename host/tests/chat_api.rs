@@ -1,22 +1,18 @@
 //! `/v1/chat/completions` over HTTP with the demo model: request validation, backpressure,
 //! an API key's tool allowance, and the model's figures in `/metrics`.
 
-mod common;
-
+use autoglm_engine::scheduler::BatchSettings;
 use autoglm_host::config::ModelSettings;
-use autoglm_host::engine::scheduler::BatchSettings;
-use common::{AGENT_PLUGINS, TestServer, demo_model, http, notes_config, plugins_dir};
+use autoglm_test_support::host::{
+    AGENT_PLUGINS, HttpReply, TestServer, demo_model, http, notes_config, plugins_dir,
+};
 use serde_json::json;
 
 fn model(batching: BatchSettings) -> Option<ModelSettings> {
     Some(ModelSettings { path: Some(demo_model()), batching, ..Default::default() })
 }
 
-async fn chat(
-    server: &TestServer,
-    headers: &[(&str, &str)],
-    body: serde_json::Value,
-) -> common::Reply {
+async fn chat(server: &TestServer, headers: &[(&str, &str)], body: serde_json::Value) -> HttpReply {
     http(server.addr, "POST", "/v1/chat/completions", headers, &body.to_string()).await
 }
 

@@ -1,18 +1,18 @@
 //! The shipped demo model through the engine on its held-out split: a regression guard at
 //! the scores its model card records (see models/autoglm-demo/README.md).
 
-mod common;
-
-use autoglm_host::engine::{DeviceChoice, Engine, SamplingParams};
+use autoglm_engine::{DeviceChoice, Engine, SamplingParams};
 use autoglm_host::eval::{evaluate, load_cases};
-use common::{AGENT_PLUGINS, demo_model, host, notes_config, plugins_dir};
+use autoglm_test_support::host::{AGENT_PLUGINS, demo_model, host, notes_config, plugins_dir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_model_keeps_its_recorded_scores_on_the_heldout_split() {
     let plugins = plugins_dir(AGENT_PLUGINS);
     let notes = tempfile::tempdir().unwrap();
-    let (live, _) = host(&notes_config(notes.path()), plugins.path()).await;
-    let tools = live.router().tool_defs();
+    let host = host(&notes_config(notes.path()), plugins.path()).await;
+    let tools: Vec<_> = (host.invoker.router().tool_defs().into_iter())
+        .map(|(target, def)| (target.id(), def))
+        .collect();
     let dir = demo_model();
     let cases = load_cases(&dir.join("heldout.jsonl")).unwrap();
     assert!(cases.len() >= 500, "the held-out split has {} cases", cases.len());

@@ -1,59 +1,57 @@
 //! A plugin that misbehaves on purpose (tests/plugins/hostile): every misbehaviour
 //! gets its own error kind, within its limit, and the host keeps serving.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
+use autoglm_host::app::{Host, Settings};
 use autoglm_host::error::{CallError, ErrorKind};
-use autoglm_host::registry::LiveRegistry;
-use autoglm_host::router::Router;
+use autoglm_test_support::host::{call, config, host, plugins_dir, test_plugins_dir};
 use serde_json::{Value, json};
 
 /// Small limits keep the suite fast; each test states the ones it relies on.
 const LIMITS: &str =
     "[plugins.hostile.limits]\ndeadline_ms = 2000\nfuel = 50000000\nmemory_mib = 32\n";
 
-async fn hostile(extra_toml: &str) -> (tempfile::TempDir, Arc<LiveRegistry>, Arc<Router>) {
-    let dir = common::test_plugins_dir(&["hostile"]);
-    let (runtime, router) = common::host(&common::config(extra_toml), dir.path()).await;
-    (dir, runtime, router)
+async fn hostile(extra_toml: &str) -> (tempfile::TempDir, Host) {
+    let dir = test_plugins_dir(&["hostile"]);
+    let host = host(&config(extra_toml), dir.path()).await;
+    (dir, host)
 }
 
-async fn fails(router: &Router, tool: &str, args: Value) -> CallError {
-    let error = router.call(tool, &args).await.expect_err("the call must fail");
+/// The shared check that the call fails naming its plugin and tool, and that the plugin
+/// and tool it names are the hostile ones called.
+async fn fails(host: &Host, tool: &str, args: Value) -> CallError {
+    let error = autoglm_test_support::host::fails(host, tool, args).await;
     assert_eq!(error.plugin.as_deref(), Some("hostile"));
     assert_eq!(error.tool.as_deref(), Some(tool.trim_start_matches("hostile.")));
     error
 }
 
-async fn still_serves(router: &Router) {
-    let echoed = router.call("hostile.echo", &json!({"text": "still here"})).await.unwrap();
+async fn still_serves(host: &Host) {
+    let echoed = call(host, "hostile.echo", &json!({"text": "still here"})).await.unwrap();
     assert_eq!(echoed, "still here");
 }
 
 #[tokio::test]
 async fn cpu_hogs_run_out_of_fuel() {
-    let (_dir, _rt, router) = hostile(LIMITS).await;
+    let (_dir, host) = hostile(LIMITS).await;
     for tool in ["hostile.spin", "hostile.chatty"] {
-        let error = fails(&router, tool, json!({})).await;
+        let error = fails(&host, tool, json!({})).await;
         assert_eq!(error.kind, ErrorKind::OutOfFuel, "{tool}: {error}");
         assert!(
             error.message.contains("plugins.hostile.limits.fuel"),
             "names the setting: {error}"
         );
     }
-    still_serves(&router).await;
+    still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn a_loop_with_fuel_to_spare_meets_its_deadline() {
     let limits = "[plugins.hostile.limits]\ndeadline_ms = 300\nfuel = 1000000000000\n";
-    let (_dir, _rt, router) = hostile(limits).await;
+    let (_dir, host) = hostile(limits).await;
     let started = Instant::now();
-    let error = fails(&router, "hostile.spin", json!({})).await;
+    let error = fails(&host, "hostile.spin", json!({})).await;
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     assert!(error.message.contains("300 ms") && error.message.contains("deadline_ms"), "{error}");
     assert!(
@@ -61,68 +59,68 @@ async fn a_loop_with_fuel_to_spare_meets_its_deadline() {
         "stopped near its deadline: {:?}",
         started.elapsed()
     );
-    still_serves(&router).await;
+    still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn a_guest_blocked_in_a_host_call_times_out() {
     let limits = "[plugins.hostile.limits]\ndeadline_ms = 300\n";
-    let (_dir, _rt, router) = hostile(limits).await;
+    let (_dir, host) = hostile(limits).await;
     let started = Instant::now();
-    let error = fails(&router, "hostile.sleep", json!({"ms": 60000})).await;
+    let error = fails(&host, "hostile.sleep", json!({"ms": 60000})).await;
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stopped near its deadline: {:?}",
         started.elapsed()
     );
-    assert_eq!(router.call("hostile.sleep", &json!({"ms": 1})).await.unwrap(), "awake");
+    assert_eq!(call(&host, "hostile.sleep", &json!({"ms": 1})).await.unwrap(), "awake");
 }
 
 #[tokio::test]
 async fn memory_bombs_hit_the_memory_cap() {
-    let (_dir, _rt, router) = hostile(LIMITS).await;
-    let error = fails(&router, "hostile.memory_bomb", json!({})).await;
+    let (_dir, host) = hostile(LIMITS).await;
+    let error = fails(&host, "hostile.memory_bomb", json!({})).await;
     assert_eq!(error.kind, ErrorKind::MemoryLimit, "{error}");
     assert!(error.message.contains("32 MiB") && error.message.contains("memory_mib"), "{error}");
-    still_serves(&router).await;
+    still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn recursion_traps_and_panics_are_traps() {
-    let (_dir, _rt, router) = hostile(LIMITS).await;
-    let error = fails(&router, "hostile.recurse", json!({})).await;
+    let (_dir, host) = hostile(LIMITS).await;
+    let error = fails(&host, "hostile.recurse", json!({})).await;
     assert_eq!(error.kind, ErrorKind::Trap, "{error}");
     assert!(error.message.contains("stack"), "{error}");
-    let error = fails(&router, "hostile.trap", json!({})).await;
+    let error = fails(&host, "hostile.trap", json!({})).await;
     assert_eq!(error.kind, ErrorKind::Trap, "{error}");
     assert!(error.message.contains("unreachable"), "{error}");
     assert!(error.message.contains("backtrace"), "a short backtrace: {error}");
-    let error = fails(&router, "hostile.panic", json!({})).await;
+    let error = fails(&host, "hostile.panic", json!({})).await;
     assert_eq!(error.kind, ErrorKind::Trap, "{error}");
-    still_serves(&router).await;
+    still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn a_100_mb_result_hits_whichever_limit_comes_first() {
-    let (_dir, _rt, router) = hostile(LIMITS).await;
-    let error = fails(&router, "hostile.huge_result", json!({"mb": 100})).await;
+    let (_dir, host) = hostile(LIMITS).await;
+    let error = fails(&host, "hostile.huge_result", json!({"mb": 100})).await;
     assert_eq!(error.kind, ErrorKind::MemoryLimit, "32 MiB of memory cannot hold it: {error}");
 
     let roomy =
         "[plugins.hostile.limits]\nmemory_mib = 500\nfuel = 10000000000\ndeadline_ms = 20000\n";
-    let (_dir, _rt, router) = hostile(roomy).await;
-    let error = fails(&router, "hostile.huge_result", json!({"mb": 100})).await;
+    let (_dir, host) = hostile(roomy).await;
+    let error = fails(&host, "hostile.huge_result", json!({"mb": 100})).await;
     assert_eq!(error.kind, ErrorKind::OutputTooLarge, "{error}");
     assert!(error.message.contains("result_bytes"), "{error}");
-    still_serves(&router).await;
+    still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn a_flood_of_stdout_is_truncated_and_the_call_succeeds() {
     let limits = "[plugins.hostile.limits]\nfuel = 100000000000\ndeadline_ms = 60000\n";
-    let (_dir, _rt, router) = hostile(limits).await;
-    let result = router.call("hostile.flood_stdout", &json!({"mb": 100})).await.unwrap();
+    let (_dir, host) = hostile(limits).await;
+    let result = call(&host, "hostile.flood_stdout", &json!({"mb": 100})).await.unwrap();
     assert_eq!(result, "flooded");
 }
 
@@ -139,10 +137,10 @@ async fn paths_outside_the_grant_reach_nothing() {
         "{LIMITS}[[plugins.hostile.dirs]]\nhost = {:?}\nguest = \"/data\"\n",
         granted.path()
     );
-    let (_dir, _rt, router) = hostile(&config).await;
+    let (_dir, host) = hostile(&config).await;
 
     let inside =
-        router.call("hostile.read_file", &json!({"path": "/data/inside.txt"})).await.unwrap();
+        call(&host, "hostile.read_file", &json!({"path": "/data/inside.txt"})).await.unwrap();
     assert_eq!(inside, "fine");
     let escapes = [
         "/data/../secret.txt".to_string(),
@@ -154,7 +152,7 @@ async fn paths_outside_the_grant_reach_nothing() {
         "/data/linkdir/secret.txt".to_string(),
     ];
     for path in escapes {
-        let outcome = router.call("hostile.read_file", &json!({ "path": path })).await;
+        let outcome = call(&host, "hostile.read_file", &json!({ "path": path })).await;
         let error = outcome.expect_err(&format!("{path} must not be readable"));
         // Escapes through the granted directory reach the host, which refuses and
         // says so; other paths match no grant and never leave the guest's libc.
@@ -167,7 +165,7 @@ async fn paths_outside_the_grant_reach_nothing() {
         assert!(!error.message.contains("TOP SECRET"));
     }
     let error =
-        fails(&router, "hostile.write_file", json!({"path": "/data/new.txt", "text": "x"})).await;
+        fails(&host, "hostile.write_file", json!({"path": "/data/new.txt", "text": "x"})).await;
     assert_eq!(error.kind, ErrorKind::PermissionDenied, "the grant is read-only: {error}");
     assert!(
         error.message.contains("/data/new.txt") || error.message.contains("new.txt"),
@@ -178,22 +176,21 @@ async fn paths_outside_the_grant_reach_nothing() {
 
 #[tokio::test]
 async fn only_granted_environment_variables_are_visible() {
-    let (_dir, _rt, router) = hostile(LIMITS).await;
+    let (_dir, host) = hostile(LIMITS).await;
     assert!(std::env::var("PATH").is_ok(), "the test needs PATH set on the host");
-    assert_eq!(router.call("hostile.env", &json!({"key": "PATH"})).await.unwrap(), Value::Null);
+    assert_eq!(call(&host, "hostile.env", &json!({"key": "PATH"})).await.unwrap(), Value::Null);
 
     let granted = format!("{LIMITS}[plugins.hostile]\nenv = [\"PATH\"]\n");
-    let (_dir, _rt, router) = hostile(&granted).await;
-    let path = router.call("hostile.env", &json!({"key": "PATH"})).await.unwrap();
+    let (_dir, host) = hostile(&granted).await;
+    let path = call(&host, "hostile.env", &json!({"key": "PATH"})).await.unwrap();
     assert_eq!(path, std::env::var("PATH").unwrap());
-    assert_eq!(router.call("hostile.env", &json!({"key": "HOME"})).await.unwrap(), Value::Null);
+    assert_eq!(call(&host, "hostile.env", &json!({"key": "HOME"})).await.unwrap(), Value::Null);
 }
 
 #[tokio::test]
 async fn a_component_for_another_contract_version_is_refused_clearly() {
-    let dir = common::test_plugins_dir(&["incompatible", "hostile"]);
-    let (live, errors) = autoglm_host::open(&common::config(""), dir.path()).await.unwrap();
-    let router = live.router();
+    let dir = test_plugins_dir(&["incompatible", "hostile"]);
+    let (host, errors) = Host::open(&Settings::new(config(""), dir.path())).await.unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].kind, ErrorKind::IncompatiblePlugin);
     let message = errors[0].to_string();
@@ -201,25 +198,25 @@ async fn a_component_for_another_contract_version_is_refused_clearly() {
         message.contains("incompatible") && message.contains("0.2.0") && message.contains("0.1.0"),
         "{message}"
     );
-    still_serves(&router).await;
+    still_serves(&host).await;
 }
 
 #[tokio::test]
 async fn a_read_only_grant_allows_reads_and_refuses_writes() {
-    let notes = common::plugins_dir(&["notes"]);
+    let notes = plugins_dir(&["notes"]);
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("todo"), "ship it").unwrap();
-    let config = format!(
+    let grants = format!(
         "[[plugins.notes.dirs]]\nhost = {:?}\nguest = \"/notes\"\nmode = \"ro\"\n",
         data.path()
     );
-    let (_rt, router) = common::host(&common::config(&config), notes.path()).await;
+    let host = host(&config(&grants), notes.path()).await;
     assert_eq!(
-        router.call("notes.read", &json!({"name": "todo"})).await.unwrap()["text"],
+        call(&host, "notes.read", &json!({"name": "todo"})).await.unwrap()["text"],
         "ship it"
     );
     let error =
-        router.call("notes.write", &json!({"name": "todo", "text": "changed"})).await.unwrap_err();
+        call(&host, "notes.write", &json!({"name": "todo", "text": "changed"})).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::PermissionDenied, "{error}");
     assert!(error.message.contains("mode = \"rw\""), "says what to change: {error}");
     assert_eq!(std::fs::read_to_string(data.path().join("todo")).unwrap(), "ship it");
@@ -227,24 +224,24 @@ async fn a_read_only_grant_allows_reads_and_refuses_writes() {
 
 #[tokio::test]
 async fn a_writable_directory_at_its_quota_refuses_more_writes() {
-    let notes = common::plugins_dir(&["notes"]);
+    let notes = plugins_dir(&["notes"]);
     let data = tempfile::tempdir().unwrap();
-    let config = format!(
+    let grants = format!(
         "[[plugins.notes.dirs]]\nhost = {:?}\nguest = \"/notes\"\nmode = \"rw\"\nquota_mib = 1\n",
         data.path()
     );
-    let (_live, router) = common::host(&common::config(&config), notes.path()).await;
+    let host = host(&config(&grants), notes.path()).await;
     let text = "n".repeat(600 << 10);
     for name in ["one", "two"] {
-        router.call("notes.write", &json!({ "name": name, "text": text })).await.unwrap();
+        call(&host, "notes.write", &json!({ "name": name, "text": text })).await.unwrap();
     }
     let error =
-        router.call("notes.write", &json!({"name": "three", "text": "x"})).await.unwrap_err();
+        call(&host, "notes.write", &json!({"name": "three", "text": "x"})).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::PermissionDenied, "{error}");
     assert!(error.message.contains("quota_mib"), "{error}");
     assert!(!data.path().join("three").exists());
-    assert_eq!(router.call("notes.read", &json!({"name": "one"})).await.unwrap()["text"], text);
+    assert_eq!(call(&host, "notes.read", &json!({"name": "one"})).await.unwrap()["text"], text);
     // At its quota the directory is read-only to the plugin, deletes included: the
     // operator frees space or raises the quota.
-    router.call("notes.delete", &json!({"name": "two"})).await.expect_err("delete writes too");
+    call(&host, "notes.delete", &json!({"name": "two"})).await.expect_err("delete writes too");
 }

@@ -1,13 +1,12 @@
 //! Plugin files replaced while they are being called.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use autoglm_host::error::ErrorKind;
+use autoglm_test_support::host::{call, config, host, test_plugins_dir};
 use serde_json::json;
 
 /// `component` with a custom section appended: different bytes, same behaviour.
@@ -31,10 +30,11 @@ fn replace(path: &Path, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_a_plugin_under_load_fails_no_call() {
-    let dir = common::test_plugins_dir(&["hostile"]);
+    let dir = test_plugins_dir(&["hostile"]);
     let file = dir.path().join("hostile.wasm");
     let original = std::fs::read(&file).unwrap();
-    let (live, _) = common::host(&common::config(""), dir.path()).await;
+    let host = Arc::new(host(&config(""), dir.path()).await);
+    let live = host.plugins.clone();
     let watch = live.watch().unwrap();
     let mut changes = live.changes();
 
@@ -42,11 +42,11 @@ async fn replacing_a_plugin_under_load_fails_no_call() {
     let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let callers: Vec<_> = (0..8)
         .map(|_| {
-            let (live, stop, calls, failures) =
-                (live.clone(), stop.clone(), calls.clone(), failures.clone());
+            let (host, stop, calls, failures) =
+                (host.clone(), stop.clone(), calls.clone(), failures.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let result = live.router().call("hostile.echo", &json!({"text": "hi"})).await;
+                    let result = call(&host, "hostile.echo", &json!({"text": "hi"})).await;
                     calls.fetch_add(1, Ordering::Relaxed);
                     if result.as_ref().ok() != Some(&json!("hi")) {
                         eprintln!("failed call: {result:?}");
@@ -78,12 +78,12 @@ async fn replacing_a_plugin_under_load_fails_no_call() {
     std::fs::write(&file, b"\0asm garbage").unwrap();
     let report = live.reload().await.unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
-    assert_eq!(live.router().call("hostile.echo", &json!({"text": "ok"})).await.unwrap(), "ok");
+    assert_eq!(call(&host, "hostile.echo", &json!({"text": "ok"})).await.unwrap(), "ok");
 
     // A removed file takes its tools away.
     std::fs::remove_file(&file).unwrap();
     let report = live.reload().await.unwrap();
     assert_eq!(report.removed, ["hostile"]);
-    let error = live.router().call("hostile.echo", &json!({"text": "gone"})).await.unwrap_err();
+    let error = call(&host, "hostile.echo", &json!({"text": "gone"})).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::UnknownTool);
 }

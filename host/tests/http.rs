@@ -1,21 +1,19 @@
 //! The HTTP endpoint over raw HTTP/1.1 on 127.0.0.1: statuses, authentication,
 //! origins, limits, cancellation and graceful shutdown.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, http};
+use autoglm_test_support::host::{
+    ServeProcess, TestServer, config, dir_with, http, plugins_dir, sample, target_dir, test_plugin,
+    test_plugins_dir,
+};
 use serde_json::json;
 
 async fn server(config_toml: &str, plugins: &[&str]) -> (tempfile::TempDir, TestServer) {
-    let dir = common::dir_with(
-        plugins
-            .iter()
-            .map(|&n| if n == "hostile" { common::test_plugin(n) } else { common::sample(n) }),
-    );
-    let server = TestServer::start(common::config(config_toml), dir.path()).await;
+    let dir =
+        dir_with(plugins.iter().map(|&n| if n == "hostile" { test_plugin(n) } else { sample(n) }));
+    let server = TestServer::start(config(config_toml), dir.path()).await;
     (dir, server)
 }
 
@@ -130,6 +128,8 @@ async fn api_keys_are_required_when_configured() {
         (other.status, other.json()["error"]["kind"].as_str()),
         (403, Some("permission_denied"))
     );
+    assert_eq!(other.json()["error"]["plugin"], "calculator", "{}", other.body);
+    assert_eq!(other.json()["error"]["tool"], "evaluate", "{}", other.body);
     let listed = http(server.addr, "GET", "/v1/tools", &limited, "").await.json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "the key sees only its tools");
     assert_eq!(
@@ -262,17 +262,17 @@ async fn mcp_cancellation_stops_a_running_call() {
 
 #[test]
 fn sigterm_lets_50_in_flight_calls_finish_and_refuses_new_connections() {
-    let dir = common::test_plugins_dir(&["hostile"]);
+    let dir = test_plugins_dir(&["hostile"]);
     let config = dir.path().join("autoglm.toml");
     std::fs::write(
         &config,
         format!(
             "cache_dir = {:?}\n[plugins.hostile.limits]\nconcurrency = 64\ndeadline_ms = 30000\n",
-            common::target_dir().join("test-component-cache")
+            target_dir().join("test-component-cache")
         ),
     )
     .unwrap();
-    let mut server = common::ServeProcess::start([
+    let mut server = ServeProcess::start([
         "--plugins".as_ref(),
         dir.path().as_os_str(),
         "--config".as_ref(),
@@ -321,8 +321,8 @@ fn sigterm_lets_50_in_flight_calls_finish_and_refuses_new_connections() {
 /// carried by the plugin-call log line of the request (JSON logs).
 #[test]
 fn a_requests_trace_id_is_on_its_plugin_call_log_line_and_in_the_response() {
-    let dir = common::plugins_dir(&["weather"]);
-    let server = common::ServeProcess::start_with_env(
+    let dir = plugins_dir(&["weather"]);
+    let server = ServeProcess::start_with_env(
         &[("RUST_LOG", "autoglm::request=info,autoglm::call=info")],
         ["--log-format".as_ref(), "json".as_ref(), "--plugins".as_ref(), dir.path().as_os_str()],
     );

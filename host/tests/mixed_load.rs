@@ -2,12 +2,11 @@
 //! it measures this process's memory, which another test running beside it
 //! (compiling components, say) would disturb.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use autoglm_host::error::ErrorKind;
+use autoglm_test_support::host::{call, config, host, test_plugins_dir};
 use serde_json::json;
 
 /// Resident set size of this process, in bytes.
@@ -19,9 +18,9 @@ fn rss() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat() {
-    let dir = common::test_plugins_dir(&["hostile"]);
+    let dir = test_plugins_dir(&["hostile"]);
     let limits = "[plugins.hostile.limits]\nfuel = 50000000\nmemory_mib = 16\ndeadline_ms = 5000\n";
-    let (_live, router) = common::host(&common::config(limits), dir.path()).await;
+    let host = Arc::new(host(&config(limits), dir.path()).await);
     let hostile = [
         ("trap", ErrorKind::Trap),
         ("panic", ErrorKind::Trap),
@@ -34,7 +33,7 @@ async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat(
     for (total, tasks) in [(2_000, 64), (10_000, 64)] {
         let workers: Vec<_> = (0..tasks)
             .map(|_| {
-                let (router, next) = (router.clone(), next.clone());
+                let (host, next) = (host.clone(), next.clone());
                 tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -45,15 +44,14 @@ async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat(
                         // so that the warm measurement has seen every kind at full load.
                         if (i < 2_000 && i % 4 == 0) || (i >= 2_000 && i % 16 == 0) {
                             let (tool, kind) = hostile[(i / 4) % hostile.len()];
-                            let error = router
-                                .call(&format!("hostile.{tool}"), &json!({}))
+                            let error = call(&host, &format!("hostile.{tool}"), &json!({}))
                                 .await
                                 .unwrap_err();
                             assert_eq!(error.kind, kind, "call {i} ({tool}): {error}");
                         } else {
                             let text = format!("call {i}");
                             let echoed =
-                                router.call("hostile.echo", &json!({ "text": text })).await;
+                                call(&host, "hostile.echo", &json!({ "text": text })).await;
                             assert_eq!(echoed.unwrap(), json!(text), "call {i}");
                         }
                     }

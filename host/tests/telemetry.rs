@@ -3,8 +3,6 @@
 //! --test telemetry`, which `just test` runs) a request's spans reach a real OTLP/HTTP
 //! endpoint under the caller's trace id.
 
-mod common;
-
 #[cfg(not(feature = "otlp"))]
 #[test]
 fn a_collector_in_the_config_needs_the_otlp_feature() {
@@ -70,14 +68,14 @@ fn spans_reach_an_otlp_collector_under_the_callers_trace_id() {
         }
     });
 
-    let dir = common::plugins_dir(&["weather"]);
+    let dir = autoglm_test_support::host::plugins_dir(&["weather"]);
     let config = dir.path().join("autoglm.toml");
     std::fs::write(
         &config,
         format!("[telemetry]\notlp_endpoint = \"http://{collector}\"\nservice_name = \"autoglm-under-test\"\n"),
     )
     .unwrap();
-    let server = common::ServeProcess::start_with_env(
+    let server = autoglm_test_support::host::ServeProcess::start_with_env(
         &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
         ["--plugins".as_ref(), dir.path().as_os_str(), "--config".as_ref(), config.as_os_str()],
     );
@@ -85,7 +83,7 @@ fn spans_reach_an_otlp_collector_under_the_callers_trace_id() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reply = rt.block_on(async {
         server.ready().await;
-        common::http(
+        autoglm_test_support::host::http(
             server.addr,
             "POST",
             "/v1/tools/weather.get_weather/call",

@@ -1,12 +1,10 @@
 //! `autoglm new` for each language: scaffold the template, run its own tests,
 //! build it with its real toolchain, load it in the host and call its tool over HTTP.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestServer, http};
+use autoglm_test_support::host::{TestServer, config, dir_with, http, target_dir};
 
 /// Run `command` in `dir`, failing the test with its output when it fails.
 fn run(dir: &Path, command: &str, env: &[(&str, PathBuf)]) {
@@ -27,7 +25,7 @@ fn run(dir: &Path, command: &str, env: &[(&str, PathBuf)]) {
 
 /// A toolchain that `just test` installs; its absence is a failure, not a skip.
 fn installed(path: &str) -> PathBuf {
-    let path = common::target_dir().join(path);
+    let path = target_dir().join(path);
     assert!(
         path.exists(),
         "{} is missing: `just test` installs it (recipe templates-env)",
@@ -38,7 +36,7 @@ fn installed(path: &str) -> PathBuf {
 
 /// Scaffold `name` in `lang` under target/template-tests and return its directory.
 fn scaffold(name: &str, lang: &str) -> PathBuf {
-    let dir = common::target_dir().join("template-tests").join(name);
+    let dir = target_dir().join("template-tests").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new(env!("CARGO_BIN_EXE_autoglm"))
         .args(["new", name, "--lang", lang, "--dir"])
@@ -53,8 +51,8 @@ fn scaffold(name: &str, lang: &str) -> PathBuf {
 
 /// Serve the built component and check its tool answers and refuses bad arguments.
 async fn serve_and_call(project: &Path, name: &str) {
-    let plugins = common::dir_with([project.join(format!("{name}.wasm"))]);
-    let server = TestServer::start(common::config(""), plugins.path()).await;
+    let plugins = dir_with([project.join(format!("{name}.wasm"))]);
+    let server = TestServer::start(config(""), plugins.path()).await;
     let path = format!("/v1/tools/{name}.greet/call");
     let reply = http(server.addr, "POST", &path, &[], r#"{"name": "Ada", "excited": true}"#).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -74,7 +72,7 @@ async fn rust_template_builds_and_serves() {
         manifest.contains("autoglm-sdk = { path = "),
         "inside the repository the SDK is a path: {manifest}"
     );
-    let target = [("CARGO_TARGET_DIR", common::target_dir().join("template-tests/cargo-target"))];
+    let target = [("CARGO_TARGET_DIR", target_dir().join("template-tests/cargo-target"))];
     run(&project, "cargo test --quiet", &target);
     run(&project, "./build.sh", &target);
     serve_and_call(&project, "demo-rust").await;

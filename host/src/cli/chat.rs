@@ -4,9 +4,10 @@
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-use autoglm_host::agent::{Agent, AgentEvent, AgentRequest, Step};
-use autoglm_host::engine::scheduler::Priority;
-use autoglm_host::engine::{ChatMessage, Role};
+use autoglm_engine::Priority;
+use autoglm_engine::{ChatMessage, Role};
+use autoglm_host::agent::{Agent, AgentEvent, AgentRequest, TraceStep};
+use autoglm_host::invoke::Allowlist;
 
 /// Answer `question`, or read questions from stdin until it ends when there is none.
 pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<()> {
@@ -37,7 +38,7 @@ pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<
             messages: history.clone(),
             params: agent.model().defaults(),
             priority: Priority::Interactive,
-            tool_filter: None,
+            allowlist: Allowlist::everything("cli"),
             trace: None,
         };
         let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
@@ -51,7 +52,7 @@ pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<
                 AgentEvent::Text(text) => {
                     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
                 }
-                AgentEvent::Step(Step::Tool {
+                AgentEvent::Step(TraceStep::Tool {
                     tool,
                     arguments,
                     result,
@@ -70,7 +71,7 @@ pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<
                         _ => Ok(()),
                     };
                 }
-                AgentEvent::Step(Step::Model { .. }) => {}
+                AgentEvent::Step(TraceStep::Model { .. }) => {}
             }
         }
         let outcome = running.await??;

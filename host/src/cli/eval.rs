@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use autoglm_host::engine::{DeviceChoice, SamplingParams, ToolDef};
+use autoglm_engine::{DeviceChoice, SamplingParams, ToolDef};
 use autoglm_host::eval::{evaluate, load_cases};
 
 /// Options of `autoglm eval` (the plugins come from the host options beside them).

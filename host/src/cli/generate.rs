@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use autoglm_host::engine::{ChatMessage, DeviceChoice, FinishReason, Role, SamplingParams};
+use autoglm_engine::{ChatMessage, DeviceChoice, FinishReason, Role, SamplingParams};
 
 /// Options of `autoglm generate`.
 #[derive(Args)]

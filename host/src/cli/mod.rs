@@ -18,11 +18,11 @@ pub fn load_bar(model: &std::path::Path) -> indicatif::ProgressBar {
 /// Load the checkpoint in `dir` with a progress bar on the terminal.
 pub fn load_engine(
     dir: &std::path::Path,
-    device: autoglm_host::engine::DeviceChoice,
-) -> anyhow::Result<autoglm_host::engine::Engine> {
+    device: autoglm_engine::DeviceChoice,
+) -> anyhow::Result<autoglm_engine::Engine> {
     use anyhow::Context;
     let bar = load_bar(dir);
-    let engine = autoglm_host::engine::Engine::load(dir, device, |done, total| {
+    let engine = autoglm_engine::Engine::load(dir, device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })

@@ -1,7 +1,7 @@
 //! The registry as it changes: a plugins directory watched for added, changed and
 //! removed components, each change swapped in atomically.
 //!
-//! Callers take a [`Router`] snapshot per request; a reload publishes a new
+//! Callers take a [`Registry`] snapshot per request; a reload publishes a new
 //! snapshot and never touches the old one, so in-flight calls finish on the
 //! version they started on. A component that fails to load leaves its previous
 //! version serving.
@@ -17,7 +17,6 @@ use tokio::sync::{Mutex, watch};
 
 use super::{Fingerprint, LoadError, Registry, component_files, load_plugin};
 use crate::config::Config;
-use crate::router::Router;
 use crate::runtime::Runtime;
 
 /// Changes closer together than this are handled in one reload (a copy in
@@ -29,7 +28,7 @@ pub struct LiveRegistry {
     runtime: Runtime,
     config: Config,
     dir: PathBuf,
-    current: ArcSwap<Router>,
+    current: ArcSwap<Registry>,
     reloading: Mutex<()>,
     generation: watch::Sender<u64>,
     /// Plugins found at start-up that are still compiling.
@@ -99,7 +98,7 @@ impl LiveRegistry {
                 let _one_at_a_time = loader.reloading.lock().await;
                 match load_plugin(&loader.runtime, &loader.config, &path).await {
                     Ok(plugin) => {
-                        let mut plugins = loader.snapshot();
+                        let mut plugins = loader.plugins_by_name();
                         plugins.insert(plugin.name.clone(), Arc::new(plugin));
                         loader.publish(plugins);
                     }
@@ -121,7 +120,7 @@ impl LiveRegistry {
             runtime,
             config,
             dir,
-            current: ArcSwap::from_pointee(Router::new(registry)),
+            current: ArcSwap::from_pointee(registry),
             reloading: Mutex::new(()),
             generation: watch::Sender::new(0),
             pending: Default::default(),
@@ -150,17 +149,17 @@ impl LiveRegistry {
         let _ = ready.wait_for(|ready| *ready).await;
     }
 
-    fn snapshot(&self) -> BTreeMap<String, Arc<super::Plugin>> {
-        self.router().registry().plugins().map(|p| (p.name.clone(), p.clone())).collect()
+    fn plugins_by_name(&self) -> BTreeMap<String, Arc<super::Plugin>> {
+        self.current.load().plugins().map(|p| (p.name.clone(), p.clone())).collect()
     }
 
     fn publish(&self, plugins: BTreeMap<String, Arc<super::Plugin>>) {
-        self.current.store(Arc::new(Router::new(Registry { plugins })));
+        self.current.store(Arc::new(Registry { plugins }));
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// The current snapshot; hold it for the duration of one request.
-    pub fn router(&self) -> Arc<Router> {
+    /// The current plugins; hold the snapshot for the duration of one request.
+    pub fn registry(&self) -> Arc<Registry> {
         self.current.load_full()
     }
 
@@ -179,7 +178,7 @@ impl LiveRegistry {
     pub async fn reload(&self) -> anyhow::Result<Reload> {
         let _one_at_a_time = self.reloading.lock().await;
         let mut report = Reload::default();
-        let mut plugins = self.snapshot();
+        let mut plugins = self.plugins_by_name();
         let files = component_files(&self.dir)?;
         let present: Vec<String> = files.iter().filter_map(|f| stem(f)).collect();
         for name in plugins.keys().filter(|n| !present.contains(n)).cloned().collect::<Vec<_>>() {

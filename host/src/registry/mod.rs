@@ -9,10 +9,10 @@ use serde_json::Value;
 use wasmtime::component::Component;
 
 use crate::config::Config;
+use crate::contract::{self, ToolSpec};
 use crate::error::ErrorKind;
 use crate::policy::Policy;
 use crate::runtime::Runtime;
-use crate::runtime::bindings::{self, ToolSpec};
 use crate::runtime::sandbox::Sandbox;
 
 mod live;
@@ -140,10 +140,14 @@ impl Tool {
 }
 
 /// Whether `name` may name a plugin or a tool: 1-64 characters of `[a-z0-9_-]`,
-/// without `__`, which separates plugin and tool where dots are not allowed.
+/// without `__`, which separates plugin and tool where dots are not allowed, and not
+/// starting or ending with `_`, which would blur that separator (`a_` + `b` is `a___b`,
+/// which also reads as `a` + `_b`).
 pub fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && !name.contains("__")
+        && !name.starts_with('_')
+        && !name.ends_with('_')
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
@@ -182,7 +186,8 @@ pub async fn load_plugin(
         return Err(fail(
             ErrorKind::IncompatiblePlugin,
             "plugin file names must be 1-64 lower-case letters, digits, '_' or '-', without \
-             `__` (the name becomes the `plugin` in `plugin.tool`); rename the file"
+             `__` and not starting or ending with '_' (the name becomes the `plugin` in \
+             `plugin.tool`); rename the file"
                 .into(),
         ));
     }
@@ -239,7 +244,8 @@ impl Tool {
         let name = &spec.name;
         if !is_valid_name(name) {
             return Err(format!(
-                "tool name `{name}` must be 1-64 characters of [a-z0-9_-] without `__`"
+                "tool name `{name}` must be 1-64 characters of [a-z0-9_-] without `__`, not \
+                 starting or ending with '_'"
             ));
         }
         let parse = |what: &str, text: &str| {
@@ -265,24 +271,24 @@ impl Tool {
 /// Refuse components that do not export a compatible `autoglm:plugin/tools`.
 fn check_contract(runtime: &Runtime, component: &Component) -> Result<String, String> {
     let ty = component.component_type();
-    let prefix = format!("{}/tools", bindings::PACKAGE);
+    let prefix = format!("{}/tools", contract::PACKAGE);
     let exported: Vec<String> =
         (ty.exports(runtime.engine())).map(|(name, _)| name.to_string()).collect();
     let Some(found) = exported.iter().find(|n| n.starts_with(&format!("{prefix}@"))) else {
         return Err(format!(
             "it does not export {prefix}@{} (it exports: {}); build it against this host's wit/ \
              files, e.g. with the autoglm SDK",
-            bindings::VERSION,
+            contract::VERSION,
             if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") }
         ));
     };
     let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
-    if !semver_compatible(version, bindings::VERSION) {
+    if !semver_compatible(version, contract::VERSION) {
         return Err(format!(
             "it was built for {found}, but this host implements {}@{}; rebuild the plugin \
              against this host's wit/ files or run a host that supports it",
-            bindings::PACKAGE,
-            bindings::VERSION
+            contract::PACKAGE,
+            contract::VERSION
         ));
     }
     Ok(found.clone())
@@ -303,7 +309,15 @@ fn semver_compatible(theirs: &str, ours: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::semver_compatible;
+    use super::{is_valid_name, semver_compatible};
+
+    #[test]
+    fn names_keep_the_double_underscore_separator_unambiguous() {
+        assert!(is_valid_name("get_weather") && is_valid_name("a-b") && is_valid_name("x1"));
+        for bad in ["", "a__b", "_a", "a_", "A", "a.b", "ä", &"a".repeat(65)] {
+            assert!(!is_valid_name(bad), "{bad:?} must be refused");
+        }
+    }
 
     #[test]
     fn zero_major_versions_are_compatible_only_within_a_minor() {

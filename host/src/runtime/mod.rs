@@ -1,8 +1,6 @@
 //! The wasmtime engine shared by every plugin: configured once, compiled code cached
 //! on disk, an epoch ticker for deadlines. Each call runs in a [`sandbox`].
 
-pub mod bindings;
-mod capture;
 pub mod sandbox;
 
 use std::hash::{Hash, Hasher};
@@ -16,7 +14,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::EngineSettings;
+use crate::config::WasmSettings;
+use crate::contract;
 use sandbox::CallState;
 
 /// How often the epoch advances. Deadlines are checked (and long guests yield to
@@ -46,7 +45,7 @@ pub struct Runtime {
 impl Runtime {
     /// Configure the engine (pooling when it can reserve the address space) and
     /// start the epoch ticker. `cache_dir` keeps compiled components across restarts.
-    pub fn new(settings: &EngineSettings, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(settings: &WasmSettings, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let (engine, pooled) = match settings.pooling {
             true => match Engine::new(&engine_config(Some(settings.pool_instances))) {
                 Ok(engine) => (engine, true),
@@ -61,9 +60,9 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        sandbox::audit_filesystem(&mut linker)?;
+        sandbox::wasi_0_2_filesystem::audit(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        contract::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
 
         // The ticker lives as long as the engine: compiled plugins keep it alive
         // after the `Runtime` itself is gone.

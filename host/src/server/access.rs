@@ -8,6 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ApiKeyConfig, ServerSettings};
 use crate::error::{CallError, ErrorKind};
+use crate::invoke::Allowlist;
 
 /// Environment variable with comma-separated API keys, added to the config's.
 pub const API_KEYS_ENV: &str = "AUTOGLM_API_KEYS";
@@ -25,7 +26,8 @@ pub struct Client {
     /// The key's name, for logs.
     pub name: String,
     token: Option<String>,
-    tools: Option<Vec<String>>,
+    /// The tools this key may call.
+    pub allowlist: Allowlist,
     bucket: Mutex<Bucket>,
     rate_per_minute: u32,
     slots: Arc<Semaphore>,
@@ -156,19 +158,12 @@ impl Client {
         Self {
             name: key.name.clone(),
             token,
-            tools: key.tools.clone(),
+            allowlist: Allowlist::new(&key.name, key.tools.clone()),
             // A full minute's allowance may be spent at once, then it refills steadily.
             bucket: Mutex::new(Bucket { tokens: f64::from(rate), updated: Instant::now() }),
             rate_per_minute: rate,
             slots: Arc::new(Semaphore::new(key.concurrency.unwrap_or(settings.concurrency).max(1))),
         }
-    }
-
-    /// Whether this client may call the tool with canonical id `plugin.tool`.
-    pub fn may_call(&self, id: &str) -> bool {
-        let Some(allowed) = &self.tools else { return true };
-        let plugin = id.split('.').next().unwrap_or(id);
-        allowed.iter().any(|a| a == id || a.strip_suffix(".*") == Some(plugin))
     }
 
     fn take_token(&self) -> Result<(), Refusal> {

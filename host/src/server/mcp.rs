@@ -18,14 +18,31 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::access::Admitted;
-use super::{AppState, Body, Problem, full, json_response, read_body, run_tool, sse_response};
+use super::respond::{Body, Problem, full, json_response, read_body, sse_response};
+use super::state::AppState;
+use crate::describe::ToolDescription;
 use crate::error::{CallError, ErrorKind};
-use crate::runtime::bindings::Hints;
 
 /// Revisions served with `initialize` and sessions.
 pub const SESSION_REVISIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
 /// The stateless revision.
 pub const STATELESS_REVISION: &str = "2026-07-28";
+
+/// The JSON-RPC error codes this server answers with.
+pub mod code {
+    /// The message is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The message is not a single JSON-RPC request, or names no method.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The params are wrong: no tool name, or a tool that does not exist.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The client asked for a protocol revision this server does not speak (MCP).
+    pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// The client cancelled the request (`notifications/cancelled`).
+    pub const REQUEST_CANCELLED: i64 = -32800;
+}
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -59,7 +76,8 @@ pub struct Context<'a> {
 impl Sessions {
     /// Open a session (for `initialize`, or one per stdio connection).
     pub fn create(&self) -> String {
-        let id = format!("{:032x}", rand_u128());
+        // From the thread-local CSPRNG: a session id is a bearer secret for its session.
+        let id = format!("{:032x}", rand::random::<u128>());
         let mut sessions = self.lock();
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) =
@@ -111,21 +129,6 @@ impl Sessions {
     }
 }
 
-fn rand_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    // Two independently seeded SipHash states: unguessable without a rand dependency.
-    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
-    a.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
-    b.write_u64(a.finish());
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
-}
-
 /// Handle an HTTP request to `/mcp`.
 pub async fn http(
     state: &AppState,
@@ -141,7 +144,7 @@ pub async fn http(
             StatusCode::NOT_FOUND,
             &error_response(
                 Value::Null,
-                -32600,
+                code::INVALID_REQUEST,
                 "unknown or expired MCP session; initialize again",
             ),
         ));
@@ -168,13 +171,17 @@ pub async fn http(
         },
         Method::POST => {
             let header_version = header_str(&request, VERSION_HEADER).map(str::to_string);
-            let body = read_body(state, request).await?;
+            let body = read_body(state.settings.body_limit_bytes, request).await?;
             let message: Value = match serde_json::from_slice(&body) {
                 Ok(message) => message,
                 Err(e) => {
                     return Ok(json_response(
                         StatusCode::OK,
-                        &error_response(Value::Null, -32700, &format!("parse error: {e}")),
+                        &error_response(
+                            Value::Null,
+                            code::PARSE_ERROR,
+                            &format!("parse error: {e}"),
+                        ),
                     ));
                 }
             };
@@ -196,7 +203,7 @@ async fn post(
             StatusCode::OK,
             &error_response(
                 Value::Null,
-                -32600,
+                code::INVALID_REQUEST,
                 "send one JSON-RPC message per request (batches are not supported)",
             ),
         ));
@@ -209,8 +216,11 @@ async fn post(
         && method != "initialize"
     {
         let id = object.get("id").cloned().unwrap_or(Value::Null);
-        let mut error =
-            error_response(id, -32022, &format!("unsupported protocol version {version}"));
+        let mut error = error_response(
+            id,
+            code::UNSUPPORTED_VERSION,
+            &format!("unsupported protocol version {version}"),
+        );
         error["error"]["data"] = json!({"supported": supported_versions(), "requested": version});
         return Ok(json_response(StatusCode::OK, &error));
     }
@@ -238,7 +248,7 @@ async fn post(
     Ok(response)
 }
 
-/// [`respond`], stopped early (answering -32800) when the client sends
+/// [`respond`], stopped early (answering [`code::REQUEST_CANCELLED`]) when the client sends
 /// `notifications/cancelled` for this request in the same session.
 pub async fn respond_cancellable(
     state: &AppState,
@@ -253,7 +263,7 @@ pub async fn respond_cancellable(
             answer = respond(state, admitted, context, id.clone(), message) => answer,
             // Only an explicit cancel counts: a dropped sender (a newer request
             // reusing the id, a closed session) leaves this one running.
-            Ok(()) = cancelled => error_response(id.clone(), -32800, "request cancelled"),
+            Ok(()) = cancelled => error_response(id.clone(), code::REQUEST_CANCELLED, "request cancelled"),
         },
         None => respond(state, admitted, context, id.clone(), message).await,
     };
@@ -293,8 +303,8 @@ pub async fn respond(
         "ping" => Ok(json!({})),
         "tools/list" => Ok(list_tools(state, admitted, context.stateless)),
         "tools/call" => call_tool(state, admitted, params).await,
-        "" => Err((-32600, "the message has no method".to_string())),
-        other => Err((-32601, format!("method not found: {other}"))),
+        "" => Err((code::INVALID_REQUEST, "the message has no method".to_string())),
+        other => Err((code::METHOD_NOT_FOUND, format!("method not found: {other}"))),
     };
     match result {
         Ok(mut result) => {
@@ -310,22 +320,10 @@ pub async fn respond(
 }
 
 fn list_tools(state: &AppState, admitted: &Admitted, stateless: bool) -> Value {
-    let router = state.plugins.router();
+    let router = state.invoker.router();
     let tools: Vec<Value> = (router.targets().iter())
-        .filter(|t| admitted.client.may_call(&t.id()))
-        .map(|t| {
-            let tool = t.tool();
-            let mut entry = json!({
-                "name": t.id(),
-                "description": tool.spec.description,
-                "inputSchema": tool.input_schema,
-                "annotations": annotations(tool.spec.hints),
-            });
-            if let Some(schema) = &tool.output_schema {
-                entry["outputSchema"] = object_schema(schema);
-            }
-            entry
-        })
+        .filter(|t| admitted.client.allowlist.permits(&t.id()))
+        .map(|t| ToolDescription::new(&router, t).mcp())
         .collect();
     let mut result = json!({ "tools": tools });
     if stateless {
@@ -341,13 +339,13 @@ async fn call_tool(
     params: &Value,
 ) -> Result<Value, (i64, String)> {
     let Some(name) = params["name"].as_str() else {
-        return Err((-32602, "tools/call needs a `name`".into()));
+        return Err((code::INVALID_PARAMS, "tools/call needs a `name`".into()));
     };
     let args = match &params["arguments"] {
         Value::Null => json!({}),
         args => args.clone(),
     };
-    match run_tool(state, admitted, name, &args).await.outcome {
+    match state.invoker.call(&admitted.client.allowlist, name, &args).await.outcome {
         Ok(value) => {
             let text = match &value {
                 Value::String(s) => s.clone(),
@@ -364,7 +362,7 @@ async fn call_tool(
             }))
         }
         Err(error) if matches!(error.kind, ErrorKind::UnknownTool | ErrorKind::AmbiguousTool) => {
-            Err((-32602, error.message))
+            Err((code::INVALID_PARAMS, error.message))
         }
         // Bad arguments and tool failures go back as results so the model can correct itself.
         Err(error) => Ok(json!({
@@ -372,29 +370,6 @@ async fn call_tool(
             "isError": true,
         })),
     }
-}
-
-/// MCP wants object schemas for outputs: other results are wrapped as `{"result": value}`.
-fn object_schema(schema: &Value) -> Value {
-    if schema["type"] == "object" {
-        return schema.clone();
-    }
-    let mut inner = schema.clone();
-    if let Some(object) = inner.as_object_mut() {
-        object.remove("$schema");
-    }
-    json!({"type": "object", "properties": {"result": inner}, "required": ["result"]})
-}
-
-/// The WIT hints as MCP tool annotations (every hint explicit: MCP's defaults
-/// assume destructive, open-world tools).
-pub fn annotations(hints: Hints) -> Value {
-    json!({
-        "readOnlyHint": hints.contains(Hints::READ_ONLY),
-        "destructiveHint": hints.contains(Hints::DESTRUCTIVE),
-        "idempotentHint": hints.contains(Hints::IDEMPOTENT),
-        "openWorldHint": hints.contains(Hints::OPEN_WORLD),
-    })
 }
 
 fn server_info() -> Value {
@@ -444,7 +419,7 @@ pub fn is_stateless(message: &Value) -> bool {
 /// every change of the tool set, ending when the server stops.
 fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -> Response<Body> {
     let (tx, rx) = mpsc::channel(16);
-    let mut changes = state.plugins.changes();
+    let mut changes = state.invoker.plugins().changes();
     let mut stopping = state.stopping.subscribe();
     let params = match &subscription {
         Some((_, meta)) => json!({"_meta": meta}),

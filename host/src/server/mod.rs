@@ -7,6 +7,8 @@
 pub mod access;
 pub mod mcp;
 mod openai;
+pub mod respond;
+mod state;
 pub mod stdio;
 mod tools;
 
@@ -16,75 +18,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::agent::Agent;
-use crate::config::ServerSettings;
-use crate::engine::scheduler::SchedulerStats;
 use crate::error::{CallError, ErrorKind};
-use crate::metrics::Metrics;
-use crate::registry::LiveRegistry;
 use crate::trace::TraceContext;
-use access::{Access, Admitted};
-
-/// The body of every response: a full buffer or a stream of SSE frames.
-pub type Body = BoxBody<Bytes, Infallible>;
-
-/// Everything a request handler can reach.
-pub struct AppState {
-    /// The plugins, reloaded as their directory changes.
-    pub plugins: Arc<LiveRegistry>,
-    /// Exported metrics.
-    pub metrics: Arc<Metrics>,
-    /// Keys, origins and limits.
-    pub access: Access,
-    /// Body limit, timeouts.
-    pub settings: ServerSettings,
-    /// MCP sessions (legacy revisions) and in-flight requests.
-    pub mcp: mcp::Sessions,
-    /// Turns true when the server starts shutting down; long-lived streams end.
-    pub stopping: watch::Sender<bool>,
-    /// The agent behind `/v1/chat/completions`, when a model is configured.
-    pub agent: Option<Arc<Agent>>,
-    /// The local engine's batching counters, for `/metrics`.
-    pub model_stats: Option<Arc<SchedulerStats>>,
-}
-
-impl AppState {
-    /// State for serving `plugins` under `settings`; `loopback` says whether the
-    /// listening address is local (keys are required otherwise).
-    pub fn new(
-        plugins: Arc<LiveRegistry>,
-        settings: ServerSettings,
-        loopback: bool,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
-            plugins,
-            metrics: Arc::new(Metrics::default()),
-            access: Access::new(&settings, loopback)?,
-            settings,
-            mcp: mcp::Sessions::default(),
-            stopping: watch::Sender::new(false),
-            agent: None,
-            model_stats: None,
-        })
-    }
-
-    /// Answer chat requests with `agent`; `stats` are the local engine's counters.
-    pub fn with_agent(mut self, agent: Arc<Agent>, stats: Option<Arc<SchedulerStats>>) -> Self {
-        self.agent = Some(agent);
-        self.model_stats = stats;
-        self
-    }
-}
+use respond::{Body, Problem, full, json_response, percent_decode, read_json};
+pub use state::AppState;
 
 /// Serve connections from `listener` until `shutdown` resolves, then stop
 /// accepting and let in-flight requests finish (up to the configured grace).
@@ -169,7 +112,7 @@ async fn handle(
             ))
             .into_response(),
         };
-    state.metrics.record_http(route, response.status().as_u16());
+    state.invoker.metrics().record_http(route, response.status().as_u16());
     if let Ok(value) = http::HeaderValue::from_str(&trace.header()) {
         response.headers_mut().insert("traceparent", value);
     }
@@ -234,21 +177,21 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
             .body(full({
                 if let Some(stats) = &state.model_stats {
-                    state.metrics.observe_scheduler(stats);
+                    state.invoker.metrics().observe_model(&crate::model::counters(stats));
                 }
-                state.metrics.render()
+                state.invoker.metrics().render()
             }))
             .expect("static headers are valid")),
         (Method::GET, "/v1/tools") => Ok(tools::list(state, &admitted)),
         (Method::POST, p) if tool_call_name(p).is_some() => {
             let name = percent_decode(tool_call_name(p).unwrap_or_default());
-            let body = read_json(state, request).await?;
+            let body = read_json(state.settings.body_limit_bytes, request).await?;
             tools::call(state, &admitted, &name, body).await
         }
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
             let trace = request.extensions().get::<TraceContext>().cloned();
-            let body = read_json(state, request).await?;
+            let body = read_json(state.settings.body_limit_bytes, request).await?;
             openai::chat(state, &admitted, body, trace).await
         }
         (_, "/mcp") => mcp::http(state, admitted, request).await,
@@ -265,187 +208,18 @@ fn tool_call_name(path: &str) -> Option<&str> {
     path.strip_prefix("/v1/tools/")?.strip_suffix("/call").filter(|name| !name.is_empty())
 }
 
+/// Ready once every plugin found at start-up has loaded; says which kind of engine answers
+/// chat (`local`, `remote` or `none`). Unauthenticated, so the model's name is left to
+/// `/v1/models`.
 fn readiness(state: &AppState) -> Response<Body> {
-    let ready = state.plugins.is_ready();
-    let plugins = state.plugins.router().registry().plugins().count();
+    let plugins = state.invoker.plugins();
+    let ready = plugins.is_ready();
+    let count = plugins.registry().plugins().count();
+    let engine = match (&state.agent, &state.model_stats) {
+        (None, _) => "none",
+        (Some(_), Some(_)) => "local",
+        (Some(_), None) => "remote",
+    };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(status, &json!({"ready": ready, "plugins": plugins, "engine": "none"}))
-}
-
-/// Read the whole body (up to the limit) and parse it as JSON.
-async fn read_json(state: &AppState, request: Request<Incoming>) -> Result<Value, Problem> {
-    let bytes = read_body(state, request).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        CallError::new(ErrorKind::BadRequest, format!("the body is not valid JSON: {e}")).into()
-    })
-}
-
-async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes, Problem> {
-    let limit = state.settings.body_limit_bytes;
-    let too_large = || {
-        Problem::from(CallError::new(
-            ErrorKind::BodyTooLarge,
-            format!("the body is over server.body_limit_bytes = {limit}"),
-        ))
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(too_large())
-        }
-        Err(e) => {
-            Err(CallError::new(ErrorKind::BadRequest, format!("cannot read the body: {e}")).into())
-        }
-    }
-}
-
-/// An error answer: the taxonomy's status and `{"error": {...}}`.
-pub struct Problem {
-    error: CallError,
-    retry_after: Option<u64>,
-}
-
-impl From<CallError> for Problem {
-    fn from(error: CallError) -> Self {
-        let retry_after =
-            matches!(error.kind, ErrorKind::Overloaded | ErrorKind::RateLimited).then_some(1);
-        Self { error, retry_after }
-    }
-}
-
-impl Problem {
-    fn into_response(self) -> Response<Body> {
-        let status = StatusCode::from_u16(self.error.kind.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = json_response(status, &json!({ "error": self.error }));
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
-        }
-        if self.error.kind == ErrorKind::Unauthorized {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
-}
-
-/// A JSON response with `status`.
-pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(full(value.to_string()))
-        .expect("static headers are valid")
-}
-
-/// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
-
-/// A Server-Sent Events response fed by `events` (each item one `data:` payload).
-pub fn sse_response(
-    events: tokio::sync::mpsc::Receiver<String>,
-    event: Option<&'static str>,
-) -> Response<Body> {
-    use tokio_stream::StreamExt;
-    // MCP names its events; OpenAI streams bare `data:` lines.
-    let prefix = event.map(|name| format!("event: {name}\n")).unwrap_or_default();
-    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(move |data| {
-        Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{prefix}data: {data}\n\n"))))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(StreamBody::new(frames).boxed())
-        .expect("static headers are valid")
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Whether `admitted` may call the tool `id`, as an error when not.
-fn check_allowed(admitted: &Admitted, id: &str) -> Result<(), CallError> {
-    if admitted.client.may_call(id) {
-        return Ok(());
-    }
-    Err(CallError::new(
-        ErrorKind::PermissionDenied,
-        format!(
-            "API key `{}` may not call {id}; add it to the key's tools list",
-            admitted.client.name
-        ),
-    ))
-}
-
-/// Run tool `name` for `admitted`: resolve it (a plugin still compiling answers
-/// `loading`), check the key's allowlist, call it, and record the metrics.
-pub async fn run_tool(
-    state: &AppState,
-    admitted: &Admitted,
-    name: &str,
-    args: &Value,
-) -> crate::runtime::sandbox::Traced<Value> {
-    let router = state.plugins.router();
-    let refused = |error| crate::runtime::sandbox::Traced {
-        outcome: Err(error),
-        usage: Default::default(),
-        elapsed: Duration::ZERO,
-    };
-    let target = match router.resolve(name) {
-        Ok(target) => target,
-        Err(error) => {
-            let still_loading = match name.split_once('.').or_else(|| name.split_once("__")) {
-                Some((plugin, _)) => state.plugins.is_loading(plugin),
-                // A bare name may belong to a plugin that has not finished compiling.
-                None => error.kind == ErrorKind::UnknownTool && !state.plugins.is_ready(),
-            };
-            if still_loading {
-                return refused(CallError::new(
-                    ErrorKind::Loading,
-                    format!(
-                        "`{name}` is not available yet: plugins are still being compiled; retry in a moment"
-                    ),
-                ));
-            }
-            return refused(error);
-        }
-    };
-    let id = target.id();
-    if let Err(error) = check_allowed(admitted, &id) {
-        return refused(error);
-    }
-    let _in_flight = state.metrics.start_call();
-    let traced = router.call_traced(&id, args).await;
-    state.metrics.record_call(&target.plugin.name, &target.tool().spec.name, &traced);
-    traced
+    json_response(status, &json!({"ready": ready, "plugins": count, "engine": engine}))
 }

@@ -12,14 +12,17 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::access::Admitted;
-use super::{AppState, Body, Problem, json_response, sse_response};
-use crate::agent::{Agent, AgentEvent, AgentRequest, Finish, Outcome};
-use crate::engine::chat::{TurnReply, TurnRequest};
-use crate::engine::scheduler::Priority;
-use crate::engine::template::python_json;
-use crate::engine::{ChatMessage, Role, SamplingParams, ToolCall, ToolDef};
+use super::respond::{Body, Problem, json_response, sse_response};
+use super::state::AppState;
+use crate::agent::{Agent, AgentEvent, AgentRequest, Finish, Transcript};
 use crate::error::{CallError, ErrorKind};
+use crate::model::engine_error;
 use crate::trace::TraceContext;
+use autoglm_engine::Priority;
+use autoglm_engine::TurnRequest;
+use autoglm_engine::chat::TurnReply;
+use autoglm_engine::template::python_json;
+use autoglm_engine::{ChatMessage, Role, SamplingParams, ToolCall, ToolDef};
 
 /// The models this server answers with.
 pub fn models(state: &AppState) -> Response<Body> {
@@ -64,8 +67,11 @@ pub async fn chat(
     };
     let stream = request["stream"].as_bool().unwrap_or(false);
     let model = agent.model().name().to_string();
-    let reply =
-        Reply { id: format!("chatcmpl-{:016x}", rand::random::<u64>()), model, created: now() };
+    let reply = CompletionId {
+        id: format!("chatcmpl-{:016x}", rand::random::<u64>()),
+        model,
+        created: now(),
+    };
 
     let client_tools = parse_tools(&request["tools"])?;
     if let Some(mut tools) = client_tools {
@@ -93,12 +99,11 @@ pub async fn chat(
         return client_turn(&agent, turn, reply, stream).await;
     }
 
-    let client = admitted.client.clone();
     let run = AgentRequest {
         messages,
         params,
         priority,
-        tool_filter: Some(Arc::new(move |id: &str| client.may_call(id))),
+        allowlist: admitted.client.allowlist.clone(),
         trace,
     };
     if stream {
@@ -114,14 +119,14 @@ pub async fn chat(
 
 /// Identity of one completion.
 #[derive(Clone)]
-struct Reply {
+struct CompletionId {
     id: String,
     model: String,
     created: u64,
 }
 
-impl Reply {
-    fn completion(&self, message: Value, finish: &str, outcome: &Outcome) -> Value {
+impl CompletionId {
+    fn completion(&self, message: Value, finish: &str, outcome: &Transcript) -> Value {
         json!({
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
@@ -157,10 +162,10 @@ fn now() -> u64 {
 async fn client_turn(
     agent: &Arc<Agent>,
     turn: TurnRequest,
-    reply: Reply,
+    reply: CompletionId,
     stream: bool,
 ) -> Result<Response<Body>, Problem> {
-    let result = agent.model().turn(turn, None).await?;
+    let result = agent.model().turn(turn, None).await.map_err(engine_error)?;
     let (message, finish) = match &result.reply {
         TurnReply::Calls(calls) => {
             let calls: Vec<Value> = calls
@@ -181,7 +186,7 @@ async fn client_turn(
         ),
         TurnReply::Invalid { raw, .. } => (json!({"role": "assistant", "content": raw}), "stop"),
     };
-    let outcome = Outcome {
+    let outcome = Transcript {
         answer: String::new(),
         finish: Finish::Stop,
         steps: Vec::new(),
@@ -205,7 +210,7 @@ async fn client_turn(
 
 /// Stream the agent loop: answer text as content deltas, each finished step as a chunk
 /// carrying it under `autoglm.step` (clients that do not know it see an empty delta).
-fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: Reply) -> Response<Body> {
+fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: CompletionId) -> Response<Body> {
     use tracing::Instrument;
     let (tx, rx) = mpsc::channel::<String>(64);
     let span = tracing::Span::current();

@@ -8,10 +8,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::AppState;
 use super::mcp::{
-    Context, acknowledge, error_response, is_stateless, notification, respond_cancellable,
+    Context, acknowledge, code, error_response, is_stateless, notification, respond_cancellable,
 };
+use super::state::AppState;
 
 /// Serve MCP on this process's stdin and stdout until stdin closes.
 pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
@@ -31,7 +31,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
         }
     });
     // Tell the client when the tool set changes (session revisions expect it unasked).
-    let mut changes = state.plugins.changes();
+    let mut changes = state.invoker.plugins().changes();
     let notify = out.clone();
     let watcher = tokio::spawn(async move {
         while changes.changed().await.is_ok() {
@@ -52,8 +52,12 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
             Err(e) => {
                 let _ = out
                     .send(
-                        error_response(Value::Null, -32700, &format!("parse error: {e}"))
-                            .to_string(),
+                        error_response(
+                            Value::Null,
+                            code::PARSE_ERROR,
+                            &format!("parse error: {e}"),
+                        )
+                        .to_string(),
                     )
                     .await;
                 continue;
@@ -78,7 +82,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
             // A desktop client lists tools right after starting us: answer once the
             // plugins found at start-up are compiled rather than with an empty list.
             if message["method"].as_str().is_some_and(|m| m.starts_with("tools/")) {
-                state.plugins.wait_ready().await;
+                state.invoker.plugins().wait_ready().await;
             }
             let context = Context { session: Some(&session), stateless: is_stateless(&message) };
             let answer = respond_cancellable(&state, &admitted, &context, id, &message).await;

@@ -4,49 +4,19 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::access::Admitted;
-use super::{AppState, Body, Problem, json_response, run_tool};
-use crate::router::{Router, Target};
+use super::respond::{Body, Problem, json_response};
+use super::state::AppState;
+use crate::describe::ToolDescription;
 
 /// Every tool the caller may use, in OpenAI tool format plus its plugin,
 /// declared needs and what the operator granted.
 pub fn list(state: &AppState, admitted: &Admitted) -> Response<Body> {
-    let router = state.plugins.router();
+    let router = state.invoker.router();
     let tools: Vec<Value> = (router.targets().iter())
-        .filter(|t| admitted.client.may_call(&t.id()))
-        .map(|t| describe(&router, t))
+        .filter(|t| admitted.client.allowlist.permits(&t.id()))
+        .map(|t| ToolDescription::new(&router, t).rest())
         .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": tools}))
-}
-
-/// One tool as the tool API lists it.
-fn describe(router: &Router, target: &Target) -> Value {
-    let tool = target.tool();
-    let policy = target.plugin.sandbox.policy();
-    let needs = &tool.spec.capabilities;
-    json!({
-        "type": "function",
-        "function": {
-            "name": router.short_name(target),
-            "description": tool.spec.description,
-            "parameters": tool.input_schema,
-        },
-        "id": target.id(),
-        "plugin": target.plugin.name,
-        "tool": tool.spec.name,
-        "output_schema": tool.output_schema,
-        "annotations": super::mcp::annotations(tool.spec.hints),
-        "capabilities": {
-            "needs": {
-                "directories": needs.directories.iter().map(|d| json!({
-                    "path": d.guest_path,
-                    "access": if d.access == crate::runtime::bindings::Access::ReadWrite { "rw" } else { "ro" },
-                })).collect::<Vec<_>>(),
-                "outbound_hosts": needs.outbound_hosts,
-                "env": needs.env,
-            },
-            "granted": policy.describe(),
-        },
-    })
 }
 
 /// Call one tool with the request body as its arguments.
@@ -56,16 +26,16 @@ pub async fn call(
     name: &str,
     args: Value,
 ) -> Result<Response<Body>, Problem> {
-    let traced = run_tool(state, admitted, name, &args).await;
-    let result = traced.outcome?;
+    let metered = state.invoker.call(&admitted.client.allowlist, name, &args).await;
+    let result = metered.outcome?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "result": result,
             "usage": {
-                "fuel": traced.usage.fuel,
-                "memory_bytes": traced.usage.memory_bytes,
-                "elapsed_us": traced.elapsed.as_micros() as u64,
+                "fuel": metered.usage.fuel,
+                "memory_bytes": metered.usage.memory_bytes,
+                "elapsed_us": metered.elapsed.as_micros() as u64,
             },
         }),
     ))

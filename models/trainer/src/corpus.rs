@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
+use autoglm_engine::checkpoint::ToolsBlock;
+use autoglm_engine::template::python_json;
+use autoglm_engine::{Architecture, ChatMessage, ChatTemplate, Role, ToolCall, ToolDef};
+use autoglm_host::app::{Host, Settings};
 use autoglm_host::config::{Config, DirGrant, DirMode, PluginGrants};
-use autoglm_host::engine::config::ToolsBlock;
-use autoglm_host::engine::template::python_json;
-use autoglm_host::engine::{Architecture, ChatMessage, ChatTemplate, Role, ToolCall, ToolDef};
-use autoglm_host::router::Router;
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -23,7 +22,7 @@ pub struct Tools {
     pub defs: Vec<ToolDef>,
     /// Prompt name -> canonical id (`plugin.tool`).
     pub ids: HashMap<String, String>,
-    router: Arc<Router>,
+    host: Host,
     notes: tempfile::TempDir,
 }
 
@@ -44,19 +43,18 @@ impl Tools {
                 ..Default::default()
             },
         );
-        let (live, errors) = autoglm_host::open(&config, dir).await?;
+        let (host, errors) = Host::open(&Settings::new(config, dir)).await?;
         if let Some(e) = errors.first() {
             anyhow::bail!("plugin {} failed to load: {e}", e.plugin);
         }
-        let router = live.router();
-        let pairs = router.tool_defs();
+        let pairs = host.invoker.router().tool_defs();
         anyhow::ensure!(
             !pairs.is_empty(),
             "no tools in {}; run `just plugins` first",
             dir.display()
         );
-        let ids = pairs.iter().map(|(id, def)| (def.name.clone(), id.clone())).collect();
-        Ok(Self { defs: pairs.into_iter().map(|(_, d)| d).collect(), ids, router, notes })
+        let ids = pairs.iter().map(|(target, def)| (def.name.clone(), target.id())).collect();
+        Ok(Self { defs: pairs.into_iter().map(|(_, d)| d).collect(), ids, host, notes })
     }
 }
 
@@ -109,7 +107,7 @@ pub async fn conversations(
             }
         }
         let (observation, answer) =
-            match tools.router.call(id, &Value::Object(arguments.clone())).await {
+            match tools.host.call(id, &Value::Object(arguments.clone())).await.outcome {
                 Ok(result) => {
                     let answer = answer_from_result(&name, &arguments, &result, request.chinese);
                     (python_json(&result, None), answer)

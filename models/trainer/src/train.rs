@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use autoglm_host::engine::tokenizer::GLM4_SPECIAL_TOKENS;
-use autoglm_host::engine::{Architecture, GlmModel, Kernels, ModelConfig};
+use autoglm_engine::tokenizer::GLM4_SPECIAL_TOKENS;
+use autoglm_engine::{Architecture, GlmModel, Kernels, ModelConfig};
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::EngineError;
+use crate::EngineError;
 
 /// The model architectures the engine runs, chosen by `architectures` in `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,13 +4,12 @@
 //! `--quick` (or AUTOGLM_BENCH_QUICK=1) leaves the 1B case out. Records the report's
 //! `engine` section under `just bench`.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use autoglm_bench::{Chart, Section, Series, Table, ratio, significant};
-use autoglm_host::engine::weights::expected_tensors;
-use autoglm_host::engine::{Architecture, BatchItem, GlmModel, Kernels, KvCache, ModelConfig};
-use candle_core::{DType, Device, Tensor};
+use autoglm_engine::weights::expected_tensors;
+use autoglm_engine::{Architecture, BatchItem, GlmModel, KvCache, ModelConfig};
+use autoglm_test_support::checkpoint::{argmax, random_model};
 use serde_json::json;
 
 struct Case {
@@ -55,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     for case in &cases {
         let config: ModelConfig =
             serde_json::from_value(case.config.clone()).expect("valid config");
-        let model = random_model(&config);
+        let model = random_model(&config, 7);
         let params: usize = expected_tensors(&config, Architecture::Glm4)
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
@@ -106,23 +105,6 @@ fn main() -> anyhow::Result<()> {
     section.record()
 }
 
-fn random_model(config: &ModelConfig) -> GlmModel {
-    let tensors: HashMap<String, Tensor> = expected_tensors(config, Architecture::Glm4)
-        .into_iter()
-        .map(|(name, shape)| {
-            let norm = name.ends_with("norm.weight");
-            let t = if norm {
-                Tensor::ones(shape.as_slice(), DType::F32, &Device::Cpu)
-            } else {
-                Tensor::randn(0f32, 0.02, shape.as_slice(), &Device::Cpu)
-            };
-            (name, t.expect("allocating a weight"))
-        })
-        .collect();
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    GlmModel::new(config, Architecture::Glm4, vb, Kernels::Fused, |_, _| {}).expect("random model")
-}
-
 /// Tokens/s for prefilling `batch` prompts of `prompt` tokens in one pass, then decoding
 /// `steps` tokens for each, one pass per step.
 fn measure(
@@ -159,8 +141,4 @@ fn measure(
     }
     let decode = (batch * steps) as f64 / started.elapsed().as_secs_f64();
     (prefill, decode)
-}
-
-fn argmax(logits: &Tensor) -> Vec<u32> {
-    logits.argmax(1).and_then(|t| t.to_vec1()).expect("argmax")
 }

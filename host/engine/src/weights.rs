@@ -9,8 +9,8 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::EngineError;
-use super::config::{Architecture, ModelConfig};
+use crate::EngineError;
+use crate::checkpoint::{Architecture, ModelConfig};
 
 /// The safetensors files of the checkpoint in `dir`: `model.safetensors`, or the shards
 /// named by `model.safetensors.index.json`.

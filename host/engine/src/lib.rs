@@ -1,9 +1,14 @@
 //! The GLM language-model engine: GLM-4 family checkpoints (safetensors + tokenizer.json) on
 //! candle, CPU by default or CUDA with the `cuda` feature. Owns the model, tokenizer, chat
 //! template, reply parser and sampler; [`Engine::step`] advances many sequences in one pass.
+//!
+//! This crate knows nothing of plugins or sandboxes: the host offers it tool definitions
+//! and maps its [`EngineError`] into the host's error taxonomy.
+
+#![deny(missing_docs)]
 
 pub mod chat;
-pub mod config;
+pub mod checkpoint;
 pub mod constrain;
 pub mod model;
 pub mod parse;
@@ -12,6 +17,7 @@ pub mod sample;
 pub mod scheduler;
 pub mod template;
 pub mod tokenizer;
+pub mod turn;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -21,13 +27,14 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, IndexOp};
 
-pub use config::{Architecture, ModelConfig};
+pub use checkpoint::{Architecture, ModelConfig};
 pub use constrain::{CallGrammar, Verdict};
 pub use model::{BatchItem, GlmModel, Kernels, KvCache};
 pub use parse::{Reply, StreamParser, parse_reply};
 pub use sample::{Sampler, SamplingParams};
 pub use template::{ChatMessage, ChatTemplate, Role, ToolCall, ToolDef};
 pub use tokenizer::{GlmTokenizer, TextStream};
+pub use turn::{Priority, TurnRequest};
 
 /// Why the engine could not load a model or generate.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +113,30 @@ pub enum EngineError {
     /// The batched pass this sequence was part of failed.
     #[error("the batch this request ran in failed: {0}")]
     Batch(String),
+    /// The local engine's queue is full.
+    #[error("the model's queue is full ({waiting} requests waiting); retry shortly")]
+    Overloaded {
+        /// Requests waiting when this one arrived.
+        waiting: usize,
+    },
+    /// The engine thread ended before it answered.
+    #[error("the engine thread stopped before answering")]
+    Stopped,
+    /// The remote model's settings cannot be used.
+    #[error("[model.remote]: {0}")]
+    RemoteSettings(String),
+    /// The remote model could not be reached, failed, or answered something unusable.
+    #[error("{0}")]
+    Upstream(String),
+    /// The remote model refused the request for now (HTTP 429).
+    #[error("{0}")]
+    UpstreamBusy(String),
+    /// The remote model did not answer in time.
+    #[error("the upstream model did not answer within {secs}s")]
+    UpstreamTimeout {
+        /// The configured timeout.
+        secs: u64,
+    },
 }
 
 /// Where the model runs.

@@ -4,14 +4,15 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::chat::{ChatModel, Turn, TurnReply, TurnRequest};
-use super::template::python_json;
-use super::{ChatMessage, Role, ToolCall};
-use crate::error::{CallError, ErrorKind};
+use crate::chat::{ChatModel, Turn, TurnReply};
+use crate::template::python_json;
+use crate::{ChatMessage, EngineError, Role, ToolCall, TurnRequest};
 
 /// Where the upstream is and how to authenticate.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,35 +37,62 @@ fn default_timeout() -> u64 {
     120
 }
 
+/// The largest answer read from an upstream: far above any chat completion, and a bound on
+/// what a misbehaving server can make this process hold.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// An OpenAI-compatible upstream.
 pub struct RemoteModel {
     settings: RemoteSettings,
     endpoint: http::Uri,
     key: Option<String>,
+    // Pooled connections: an agent request makes several turns to the same server.
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl RemoteModel {
     /// A client for `settings`; the key is read from its environment variable now.
-    pub fn new(settings: RemoteSettings) -> anyhow::Result<Self> {
+    pub fn new(settings: RemoteSettings) -> Result<Self, EngineError> {
         let url = format!("{}/chat/completions", settings.url.trim_end_matches('/'));
-        let endpoint: http::Uri =
-            url.parse().map_err(|e| anyhow::anyhow!("upstream URL {url:?}: {e}"))?;
-        anyhow::ensure!(
-            matches!(endpoint.scheme_str(), Some("http" | "https"))
-                && endpoint.authority().is_some(),
-            "upstream URL {url:?} must be an absolute http:// or https:// URL"
-        );
+        let endpoint: http::Uri = url
+            .parse()
+            .map_err(|e| EngineError::RemoteSettings(format!("upstream URL {url:?}: {e}")))?;
+        if !matches!(endpoint.scheme_str(), Some("http" | "https"))
+            || endpoint.authority().is_none()
+        {
+            return Err(EngineError::RemoteSettings(format!(
+                "upstream URL {url:?} must be an absolute http:// or https:// URL"
+            )));
+        }
+        if endpoint.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(EngineError::RemoteSettings(format!(
+                "upstream URL {url:?} carries credentials; put the key in an environment \
+                 variable and name it in api_key_env"
+            )));
+        }
         let key = match &settings.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("the upstream API key variable {var} is not set in the environment")
+                EngineError::RemoteSettings(format!(
+                    "the upstream API key variable {var} is not set in the environment"
+                ))
             })?),
             None => None,
         };
-        Ok(Self { settings, endpoint, key })
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            // Below the 5 s keep-alive of common upstreams (uvicorn, so vLLM and SGLang): a
+            // connection the server is about to close is not reused for a POST.
+            .pool_idle_timeout(std::time::Duration::from_secs(4))
+            .build(connector);
+        Ok(Self { settings, endpoint, key, client })
     }
 
-    async fn post(&self, body: &Value, traceparent: Option<&str>) -> Result<Value, CallError> {
-        let upstream = |message: String| CallError::new(ErrorKind::UpstreamError, message);
+    async fn post(&self, body: &Value, traceparent: Option<&str>) -> Result<Value, EngineError> {
+        let upstream = EngineError::Upstream;
         let mut request = http::Request::post(self.endpoint.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(
@@ -78,48 +106,38 @@ impl RemoteModel {
             request = request.header("traceparent", traceparent);
         }
         let request = request
-            .body(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}))
+            .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| upstream(format!("cannot build the request: {e}")))?;
         let send = async {
-            let (response, connection) =
-                wasmtime_wasi_http::default_send_request(request, None).await.map_err(|e| {
-                    upstream(format!(
-                        "cannot reach the upstream model at {}: {e}",
-                        self.settings.url
-                    ))
-                })?;
-            let connection = tokio::spawn(connection);
+            let response = self.client.request(request).await.map_err(|e| {
+                upstream(format!("cannot reach the upstream model at {}: {e}", self.settings.url))
+            })?;
             let status = response.status();
-            let bytes = response
-                .into_body()
+            let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| upstream(format!("the upstream model's answer broke off: {e}")))?
+                .map_err(|e| {
+                    upstream(format!(
+                        "the upstream model's answer broke off or passed {MAX_ANSWER_BYTES} bytes: {e}"
+                    ))
+                })?
                 .to_bytes();
-            connection.abort();
-            Ok::<_, CallError>((status, bytes))
+            Ok::<_, EngineError>((status, bytes))
         };
-        let timeout = std::time::Duration::from_secs(self.settings.timeout_secs);
-        let (status, bytes) = tokio::time::timeout(timeout, send).await.map_err(|_| {
-            CallError::new(
-                ErrorKind::Timeout,
-                format!("the upstream model did not answer within {}s", timeout.as_secs()),
-            )
-        })??;
+        let secs = self.settings.timeout_secs;
+        let (status, bytes) = tokio::time::timeout(std::time::Duration::from_secs(secs), send)
+            .await
+            .map_err(|_| EngineError::UpstreamTimeout { secs })??;
         let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
             upstream(format!("the upstream answered {status} with a body that is not JSON"))
         })?;
         if !status.is_success() {
             let message = value["error"]["message"].as_str().unwrap_or("no message");
-            let kind = if status.as_u16() == 429 {
-                ErrorKind::Overloaded
-            } else {
-                ErrorKind::UpstreamError
-            };
-            return Err(CallError::new(
-                kind,
-                format!("the upstream model answered {status}: {message}"),
-            ));
+            let message = format!("the upstream model answered {status}: {message}");
+            return Err(match status.as_u16() {
+                429 => EngineError::UpstreamBusy(message),
+                _ => EngineError::Upstream(message),
+            });
         }
         Ok(value)
     }
@@ -169,7 +187,7 @@ impl ChatModel for RemoteModel {
         &self,
         request: TurnRequest,
         text: Option<UnboundedSender<String>>,
-    ) -> Result<Turn, CallError> {
+    ) -> Result<Turn, EngineError> {
         let p = &request.params;
         let mut body = json!({
             "model": self.settings.model,

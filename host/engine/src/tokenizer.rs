@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::EngineError;
+use crate::EngineError;
 
 /// GLM-4's special tokens in their official order (ids 151329.. in real checkpoints).
 pub const GLM4_SPECIAL_TOKENS: [&str; 10] = [

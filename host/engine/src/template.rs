@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::json;
 
-use super::EngineError;
-use super::config::{Architecture, ToolsBlock};
+use crate::EngineError;
+use crate::checkpoint::{Architecture, ToolsBlock};
 
 /// Who speaks in a chat message, in GLM-4's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

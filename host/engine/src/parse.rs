@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::template::ToolCall;
+use crate::template::ToolCall;
 
 /// What a finished reply turned out to be.
 #[derive(Debug, Clone, PartialEq)]

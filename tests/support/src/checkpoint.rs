@@ -1,13 +1,15 @@
-//! Tiny random-weight GLM checkpoints written into a temporary directory: config.json,
-//! model.safetensors and a byte-level tokenizer.json with GLM-4's special tokens.
+//! Random-weight GLM checkpoints: tiny ones written into a directory (config.json,
+//! model.safetensors and a byte-level tokenizer.json with GLM-4's special tokens), and models
+//! of any shape built in memory for benchmarks.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use autoglm_host::engine::tokenizer::GLM4_SPECIAL_TOKENS;
-use autoglm_host::engine::weights::expected_tensors;
-use autoglm_host::engine::{Architecture, ModelConfig};
-use candle_core::{Device, Tensor};
+use autoglm_engine::tokenizer::GLM4_SPECIAL_TOKENS;
+use autoglm_engine::weights::expected_tensors;
+use autoglm_engine::{Architecture, ModelConfig};
+use autoglm_engine::{GlmModel, Kernels};
+use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -88,4 +90,16 @@ pub fn write_tokenizer(dir: &Path) {
         GLM4_SPECIAL_TOKENS.iter().map(|s| tokenizers::AddedToken::from(*s, true)).collect();
     tokenizer.add_special_tokens(specials).unwrap();
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+/// A GLM-4 model of `config`'s shape with random weights from `seed`, built in memory.
+pub fn random_model(config: &ModelConfig, seed: u64) -> GlmModel {
+    let tensors = random_tensors(&expected_tensors(config, Architecture::Glm4), seed);
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    GlmModel::new(config, Architecture::Glm4, vb, Kernels::Fused, |_, _| {}).expect("random model")
+}
+
+/// The most likely token of each row of `logits` (`[rows, vocab]`).
+pub fn argmax(logits: &Tensor) -> Vec<u32> {
+    logits.argmax(candle_core::D::Minus1).and_then(|t| t.to_vec1()).expect("argmax")
 }

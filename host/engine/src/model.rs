@@ -4,7 +4,7 @@
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
-use super::config::{Architecture, ModelConfig};
+use crate::checkpoint::{Architecture, ModelConfig};
 
 /// Which kernels the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

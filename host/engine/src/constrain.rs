@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::template::ToolDef;
+use crate::template::ToolDef;
 
 /// What a reply prefix is, judged against the grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

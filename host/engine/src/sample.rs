@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
+use crate::EngineError;
 
 /// How to generate: every field can be set per request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

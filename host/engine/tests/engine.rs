@@ -2,17 +2,15 @@
 //! candle-transformers' reference model, batching and KV-cache equivalence, prompts,
 //! and loading errors.
 
-mod common;
-
 use std::path::Path;
 
-use autoglm_host::engine::weights::{expected_tensors, open};
-use autoglm_host::engine::{
+use autoglm_engine::weights::{expected_tensors, open};
+use autoglm_engine::{
     Architecture, BatchItem, ChatMessage, ChatTemplate, DeviceChoice, Engine, EngineError,
     FinishReason, GlmModel, Kernels, ModelConfig, Role, SamplingParams, ToolCall, ToolDef,
 };
+use autoglm_test_support::checkpoint::{argmax, tiny_config, write_model};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::tiny_model::{tiny_config, write_model};
 use serde_json::json;
 
 fn model_dir(architecture: &str, seed: u64) -> tempfile::TempDir {
@@ -51,12 +49,13 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
-fn logits(model: &GlmModel, tokens: &[u32], cache: &mut autoglm_host::engine::KvCache) -> Tensor {
+fn logits(model: &GlmModel, tokens: &[u32], cache: &mut autoglm_engine::KvCache) -> Tensor {
     model.forward(&mut [BatchItem { tokens, cache }]).unwrap().i(0).unwrap()
 }
 
-fn argmax(logits: &Tensor) -> u32 {
-    logits.argmax(0).unwrap().to_scalar::<u32>().unwrap()
+/// The most likely token of one position's logits.
+fn top(logits: &Tensor) -> u32 {
+    argmax(&logits.unsqueeze(0).unwrap())[0]
 }
 
 #[test]
@@ -89,7 +88,7 @@ fn logits_match_candle_transformers_glm4_new() {
             ours_logits.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() > 1e-2,
             "logits are all near zero"
         );
-        let next = argmax(&ours_logits);
+        let next = top(&ours_logits);
         ours_logits = logits(&ours, &[next], &mut cache);
         let input = Tensor::new(&[next], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         ref_logits = reference.forward(&input, offset).unwrap().flatten_all().unwrap();
@@ -111,7 +110,7 @@ fn kv_cache_decode_equals_full_recompute() {
                 diff <= 1e-4,
                 "{arch} step {step}: cached decode differs from recompute by {diff}"
             );
-            let next = argmax(&cached);
+            let next = top(&cached);
             tokens.push(next);
             cached = logits(&model, &[next], &mut cache);
         }
@@ -136,7 +135,7 @@ fn batched_decode_equals_decoding_each_alone() {
             let mut cache = model.new_cache();
             let mut out = vec![logits(&model, prompt, &mut cache)];
             for _ in 1..steps {
-                let next = argmax(out.last().unwrap());
+                let next = top(out.last().unwrap());
                 out.push(logits(&model, &[next], &mut cache));
             }
             out
@@ -166,7 +165,7 @@ fn batched_decode_equals_decoding_each_alone() {
             let got = out.i(row).unwrap();
             let diff = max_abs_diff(&got, &alone[i][done[i]]);
             assert!(diff <= 1e-4, "sequence {i} step {}: batched logits differ by {diff}", done[i]);
-            pending[i] = vec![argmax(&got)];
+            pending[i] = vec![top(&got)];
             done[i] += 1;
         }
     }
@@ -421,7 +420,7 @@ fn loading_errors_say_what_is_wrong() {
 
 #[test]
 fn sharded_checkpoints_load() {
-    use common::tiny_model::{random_tensors, save};
+    use autoglm_test_support::checkpoint::{random_tensors, save};
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &tiny_config("GlmForCausalLM"), 8);
     let whole = load_model(dir.path());
@@ -489,41 +488,6 @@ fn device_names_parse_and_cuda_needs_the_feature() {
 }
 
 #[test]
-fn autoglm_generate_streams_and_reports_speed() {
-    let dir = model_dir("Glm4ForCausalLM", 11);
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_autoglm"))
-            .arg("generate")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let model = dir.path().to_str().unwrap();
-    let out = run(&["--model", model, "--max-tokens", "8", "--temperature", "0", "What is 2+2?"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("Glm4ForCausalLM") && stderr.contains("built-in GLM-4 prompt template"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("prefill: ") && stderr.contains("tokens/s); decode: "), "{stderr}");
-    // Greedy decoding is repeatable, and the CLI prints what the engine generates.
-    let engine = Engine::load(dir.path(), DeviceChoice::Cpu, |_, _| {}).unwrap();
-    let prompt = engine.render(&[ChatMessage::new(Role::User, "What is 2+2?")], &[]).unwrap();
-    let expected = engine.generate(&prompt, &SamplingParams::greedy(8), |_| {}).unwrap().text;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{expected}\n"));
-
-    let out = run(&["--model", "/nonexistent/model", "hi"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("cannot load the model in /nonexistent/model")
-            && stderr.contains("config.json"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn constrained_decoding_turns_a_random_model_into_valid_calls() {
     let mut config = tiny_config("Glm4ForCausalLM");
     config["autoglm"] =
@@ -555,8 +519,8 @@ fn constrained_decoding_turns_a_random_model_into_valid_calls() {
         if seq.finish_reason() == Some(FinishReason::Length) {
             continue; // a random model may ramble inside a string until the token limit
         }
-        let reply = autoglm_host::engine::parse_reply(&text, &names);
-        let autoglm_host::engine::Reply::Call(call) = reply else {
+        let reply = autoglm_engine::parse_reply(&text, &names);
+        let autoglm_engine::Reply::Call(call) = reply else {
             panic!("seed {seed}: not a call: {text:?}");
         };
         calls += 1;
@@ -576,10 +540,7 @@ fn constrained_decoding_turns_a_random_model_into_valid_calls() {
         // The same model without the grammar rarely writes a valid call.
         let free = SamplingParams { constrain_calls: false, ..SamplingParams::greedy(60) };
         let g = engine.generate(&engine.render(&messages, &tools).unwrap(), &free, |_| {}).unwrap();
-        if matches!(
-            autoglm_host::engine::parse_reply(&g.text, &names),
-            autoglm_host::engine::Reply::Call(_)
-        ) {
+        if matches!(autoglm_engine::parse_reply(&g.text, &names), autoglm_engine::Reply::Call(_)) {
             unconstrained_valid += 1;
         }
     }
@@ -592,8 +553,8 @@ fn constrained_decoding_turns_a_random_model_into_valid_calls() {
 #[test]
 fn a_character_cut_by_the_last_token_is_known_by_its_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    common::tiny_model::write_tokenizer(dir.path());
-    let tokenizer = autoglm_host::engine::tokenizer::GlmTokenizer::load(dir.path()).unwrap();
+    autoglm_test_support::checkpoint::write_tokenizer(dir.path());
+    let tokenizer = autoglm_engine::tokenizer::GlmTokenizer::load(dir.path()).unwrap();
     let ids = tokenizer.encode("北京").unwrap();
     assert_eq!(ids.len(), 6, "one token per byte in this vocabulary");
     let bytes = "北京".as_bytes();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::chat::TurnRequest;
-use super::{Engine, EngineError, FinishReason, Sequence, TextStream};
+use crate::turn::{Priority, TurnRequest};
+use crate::{Engine, EngineError, FinishReason, Sequence, TextStream};
 
 /// How the scheduler batches.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,17 +30,6 @@ impl Default for BatchSettings {
     fn default() -> Self {
         Self { max_batch: 8, max_wait_ms: 2, queue: 64 }
     }
-}
-
-/// Who goes first when both wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    /// A person is waiting (chat): admitted first.
-    #[default]
-    Interactive,
-    /// Offline work (evaluation, batch jobs).
-    Batch,
 }
 
 /// One generation request.
@@ -74,11 +63,6 @@ pub struct Finished {
     /// Time spent waiting for a place in a batch.
     pub queued: Duration,
 }
-
-/// The queue is full.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the model's queue is full ({0} requests waiting); retry shortly")]
-pub struct Overloaded(pub usize);
 
 /// Counters the server exports.
 #[derive(Debug, Default)]
@@ -150,12 +134,12 @@ impl Scheduler {
     }
 
     /// Queue a job, or refuse it at once if the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), Overloaded> {
+    pub fn submit(&self, job: Job) -> Result<(), EngineError> {
         let mut queues = lock(&self.shared.queues);
         let waiting = queues.len();
         if waiting >= self.shared.settings.queue {
             self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(Overloaded(waiting));
+            return Err(EngineError::Overloaded { waiting });
         }
         let entry = Waiting { job, since: Instant::now() };
         match entry.job.request.priority {

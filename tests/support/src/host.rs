@@ -1,17 +1,23 @@
-//! Shared test setup: the sample plugins built by `just plugins`, a host over them.
-#![allow(dead_code)]
+//! Hosts over the plugins `just plugins` and `just test-plugins` built, servers on
+//! 127.0.0.1 in this process, real `autoglm serve` processes, and a raw HTTP client.
 
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
-use autoglm_host::config::Config;
-use autoglm_host::registry::LiveRegistry;
-use autoglm_host::router::Router;
+use autoglm_host::agent::Agent;
+use autoglm_host::app::{Host, Settings};
+use autoglm_host::config::{Config, ModelSettings};
+use autoglm_host::error::CallError;
+use serde_json::Value;
+
+/// The workspace's root directory.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// The workspace's `target/` directory.
 pub fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+    workspace_dir().join("target")
 }
 
 /// `target/<folder>/<name>.wasm`, built by the `just <folder>` recipe.
@@ -49,19 +55,34 @@ pub fn plugins_dir(names: &[&str]) -> tempfile::TempDir {
     dir_with(names.iter().map(|n| sample(n)))
 }
 
-/// `config_toml` parsed, with the compile cache shared by all tests.
+/// `config_toml` parsed, with the compile cache shared by all tests and benches.
 pub fn config(config_toml: &str) -> Config {
-    let mut config: Config = toml::from_str(config_toml).expect("test config parses");
+    let mut config = Config::from_toml(config_toml).expect("test config parses");
     config.cache_dir = Some(target_dir().join("test-component-cache"));
     config
 }
 
-/// A host over `dir` under `config`; fails the test if any plugin fails to load.
-pub async fn host(config: &Config, dir: &Path) -> (Arc<LiveRegistry>, Arc<Router>) {
-    let (live, errors) = autoglm_host::open(config, dir).await.unwrap();
+/// A host over `dir` under `config`, every plugin loaded; fails if any plugin fails to load.
+pub async fn host(config: &Config, dir: &Path) -> Host {
+    let (host, errors) = Host::open(&Settings::new(config.clone(), dir)).await.unwrap();
     assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
-    let router = live.router();
-    (live, router)
+    host
+}
+
+/// Call `tool` on `host` as the operator would (every tool allowed).
+pub async fn call(host: &Host, tool: &str, args: &Value) -> Result<Value, CallError> {
+    host.call(tool, args).await.outcome
+}
+
+/// Call `tool`, which must fail with an error that names its plugin and tool.
+pub async fn fails(host: &Host, tool: &str, args: Value) -> CallError {
+    match call(host, tool, &args).await {
+        Ok(value) => panic!("{tool} {args} should fail but returned {value}"),
+        Err(e) => {
+            assert!(e.plugin.is_some() && e.tool.is_some(), "error names plugin and tool: {e:?}");
+            e
+        }
+    }
 }
 
 /// A directory holding only the named test plugins.
@@ -90,19 +111,17 @@ impl TestServer {
     pub async fn start_with_model(
         config: Config,
         dir: &Path,
-        model: Option<autoglm_host::config::ModelSettings>,
+        model: Option<ModelSettings>,
     ) -> TestServer {
-        let (live, errors) = autoglm_host::open(&config, dir).await.unwrap();
-        assert!(errors.is_empty(), "plugins failed to load: {errors:?}");
+        let host = host(&config, dir).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut state =
-            autoglm_host::server::AppState::new(live.clone(), config.server.clone(), true).unwrap();
+            autoglm_host::server::AppState::new(host.invoker.clone(), config.server.clone(), true)
+                .unwrap();
         if let Some(settings) = model {
-            let opened = autoglm_host::open_model(&settings, |_, _| {}).unwrap().expect("a model");
-            let agent = autoglm_host::agent::Agent::new(opened.model, live, settings.max_steps)
-                .with_metrics(state.metrics.clone());
-            state = state.with_agent(Arc::new(agent), opened.stats);
+            let served = host.agent(&settings, |_, _| {}).unwrap().expect("a model");
+            state = state.with_agent(served.agent, served.stats);
         }
         let state = Arc::new(state);
         let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
@@ -128,7 +147,7 @@ impl Drop for TestServer {
 
 /// A response read off the wire.
 #[derive(Debug)]
-pub struct Reply {
+pub struct HttpReply {
     /// Status code.
     pub status: u16,
     /// Headers, names lower-cased.
@@ -137,7 +156,7 @@ pub struct Reply {
     pub body: String,
 }
 
-impl Reply {
+impl HttpReply {
     /// The value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -156,7 +175,7 @@ pub async fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Reply {
+) -> HttpReply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut request = format!(
@@ -186,13 +205,11 @@ pub async fn http(
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Reply { status, headers, body: body.to_string() }
+    HttpReply { status, headers, body: body.to_string() }
 }
-pub mod tiny_model;
-
 /// The demo model shipped in `models/autoglm-demo`.
 pub fn demo_model() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/autoglm-demo");
+    let dir = workspace_dir().join("models/autoglm-demo");
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} has no model; run `just train-demo`",
@@ -204,12 +221,47 @@ pub fn demo_model() -> PathBuf {
 /// The sample plugins every agent test offers, with `notes` granted a scratch directory.
 pub const AGENT_PLUGINS: &[&str] = &["weather", "calculator", "units", "notes", "text", "http"];
 
+/// Requests of every kind the demo model handles: each sample plugin, a plain answer, and
+/// the plain wordings of the seed's scenarios.
+pub const QUESTIONS: &[&str] = &[
+    "What's the weather in Paris?",
+    "Calculate 3*(4+5)",
+    "Convert 5 km to miles",
+    "Hello!",
+    "Count the words in: the quick brown fox",
+    "How hot is it in Nairobi?",
+    "What is 2^10?",
+    "Who are you?",
+];
+
+/// The demo model over `host`'s tools, batching up to `max_batch` sequences, at most
+/// `max_steps` turns a request.
+pub fn demo_agent(host: &Host, max_batch: usize, max_steps: usize) -> Arc<Agent> {
+    let settings = ModelSettings {
+        path: Some(demo_model()),
+        max_steps,
+        batching: autoglm_engine::scheduler::BatchSettings { max_batch, ..Default::default() },
+        ..Default::default()
+    };
+    host.agent(&settings, |_, _| {}).unwrap().expect("a local model").agent
+}
+
 /// Config granting `notes` the directory `notes_dir`.
 pub fn notes_config(notes_dir: &Path) -> Config {
     config(&format!(
         "[[plugins.notes.dirs]]\nhost = {:?}\nguest = \"/notes\"\nmode = \"rw\"\n",
         notes_dir.display().to_string()
     ))
+}
+
+/// The `autoglm` binary cargo built beside the running test or bench (cargo builds a
+/// package's binaries before its integration tests and benches).
+pub fn autoglm_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> -> target/<profile>/autoglm
+    let bin = exe.parent().and_then(Path::parent).expect("a target directory").join("autoglm");
+    assert!(bin.is_file(), "{} is missing: build the autoglm binary first", bin.display());
+    bin
 }
 
 /// An `autoglm serve` process listening on 127.0.0.1; killed when dropped.
@@ -239,22 +291,28 @@ impl ServeProcess {
         S: AsRef<std::ffi::OsStr>,
     {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autoglm"))
+        let mut child = std::process::Command::new(autoglm_bin())
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let mut before = Vec::new();
+        let addr = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("autoglm serve exited before listening: {before:#?}");
+            }
+            let found = line.split("listening on http://").nth(1);
+            if let Some(addr) = found.and_then(|rest| rest.split_whitespace().next()) {
+                break addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}"));
+            }
+            before.push(line);
+        };
         // Keep reading what it logs: a closed pipe would fail its writes, a full one block them.
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
@@ -277,6 +335,17 @@ impl ServeProcess {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process's resident memory, in KiB (0 where /proc cannot tell).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 }
 

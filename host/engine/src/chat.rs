@@ -1,32 +1,14 @@
 //! A chat model the agent talks to: the local engine behind its batching scheduler, or a
-//! remote OpenAI-compatible server ([`super::remote`]). One call is one assistant turn.
+//! remote OpenAI-compatible server ([`crate::remote`]). One call is one assistant turn.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use super::scheduler::{BatchSettings, Job, JobEvent, Priority, Scheduler, SchedulerStats};
-use super::{
-    ChatMessage, Engine, EngineError, FinishReason, Reply, SamplingParams, StreamParser, ToolCall,
-    ToolDef,
-};
-use crate::error::{CallError, ErrorKind};
-
-/// What one assistant turn needs.
-#[derive(Debug, Clone)]
-pub struct TurnRequest {
-    /// The conversation so far.
-    pub messages: Vec<ChatMessage>,
-    /// The tools offered (names as the model sees them).
-    pub tools: Vec<ToolDef>,
-    /// Sampling and grammar settings.
-    pub params: SamplingParams,
-    /// Scheduling class.
-    pub priority: Priority,
-    /// The W3C `traceparent` to pass to a remote engine.
-    pub traceparent: Option<String>,
-}
+use crate::scheduler::{BatchSettings, Job, JobEvent, Scheduler, SchedulerStats};
+use crate::turn::TurnRequest;
+use crate::{Engine, EngineError, FinishReason, Reply, SamplingParams, StreamParser, ToolCall};
 
 /// What the assistant did in one turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +56,7 @@ pub trait ChatModel: Send + Sync {
         &self,
         request: TurnRequest,
         text: Option<UnboundedSender<String>>,
-    ) -> Result<Turn, CallError>;
+    ) -> Result<Turn, EngineError>;
 }
 
 /// A chat model ready to serve, with the local engine's counters when it is local.
@@ -125,13 +107,11 @@ impl ChatModel for LocalModel {
         &self,
         request: TurnRequest,
         text: Option<UnboundedSender<String>>,
-    ) -> Result<Turn, CallError> {
+    ) -> Result<Turn, EngineError> {
         let names: Vec<String> = request.tools.iter().map(|t| t.name.clone()).collect();
         let (events, mut received) = unbounded_channel();
         let job = Job { request, events };
-        self.scheduler
-            .submit(job)
-            .map_err(|e| CallError::new(ErrorKind::Overloaded, e.to_string()))?;
+        self.scheduler.submit(job)?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut parser = StreamParser::new(&names);
         let mut pushed = String::new();
@@ -147,7 +127,7 @@ impl ChatModel for LocalModel {
                     pushed.push_str(&piece);
                 }
                 JobEvent::Done(done) => {
-                    let finished = done.map_err(engine_error)?;
+                    let finished = done?;
                     // The stream holds back a cut character; the final text has it.
                     if let Some(rest) = finished.text.strip_prefix(pushed.as_str()) {
                         show(parser.push(rest));
@@ -168,18 +148,6 @@ impl ChatModel for LocalModel {
                 }
             }
         }
-        Err(CallError::new(ErrorKind::EngineError, "the engine thread stopped before answering"))
+        Err(EngineError::Stopped)
     }
-}
-
-/// An engine failure as the error taxonomy's kind.
-pub fn engine_error(error: EngineError) -> CallError {
-    let kind = match error {
-        EngineError::ContextOverflow { .. } | EngineError::InvalidParameter { .. } => {
-            ErrorKind::BadRequest
-        }
-        EngineError::Template(_) => ErrorKind::BadRequest,
-        _ => ErrorKind::EngineError,
-    };
-    CallError::new(kind, error.to_string())
 }

@@ -1,0 +1,392 @@
+//! One tool call in a fresh sandbox: a new Store with fuel, an epoch deadline and a
+//! tokio timeout, a memory cap, an output cap, captured stdio, and only the WASI
+//! capabilities the plugin's [`Policy`] grants.
+
+//!
+//! Split by capability, each concern in a module of its own: [`limits`] (memory cap, fuel,
+//! deadline), [`host_imports`] (the `autoglm:plugin/host` interface), [`wasi_0_2_filesystem`]
+//! (the audit of `open-at`, pinned to the WASI version it shadows), [`outbound`] (HTTP and
+//! its DNS check), [`capture`] (stdout/stderr), [`denials`] and [`admission`] (the
+//! per-plugin concurrency gate). [`warm`] is a benchmark baseline, never a serving path.
+
+mod admission;
+mod capture;
+mod denials;
+mod host_imports;
+mod limits;
+mod outbound;
+pub mod warm;
+pub(crate) mod wasi_0_2_filesystem;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::config::{DirMode, Limits};
+use crate::contract::{self as bindings, Access, ToolSpec};
+use crate::error::{CallError, ErrorKind};
+use crate::metered::{Metered, Usage};
+use crate::policy::{GrantedDir, Policy};
+use admission::Gate;
+use capture::Capture;
+use denials::Denials;
+use limits::MemoryCap;
+use outbound::Outbound;
+
+/// A plugin ready to be called: its linked component, grants and limits.
+pub struct Sandbox {
+    pre: bindings::PluginPre<CallState>,
+    policy: Arc<Policy>,
+    limits: Limits,
+    gate: Gate,
+}
+
+/// What a sandboxed run does once the component is instantiated.
+enum Invocation<'a> {
+    ListTools,
+    Call { tool: &'a str, args: &'a str },
+}
+
+/// What the guest answered.
+enum Answered {
+    Tools(Vec<ToolSpec>),
+    Called(Result<String, bindings::CallError>),
+}
+
+/// The per-call data of a Store: WASI state, HTTP hooks, the memory limiter and the
+/// plugin's identity for the `host` import.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+    memory: MemoryCap,
+    denials: Denials,
+    log_budget: usize,
+    policy: Arc<Policy>,
+    tool: String,
+}
+
+impl Sandbox {
+    /// A sandbox for the component behind `pre`, under `policy` and `limits`.
+    pub fn new(
+        pre: InstancePre<CallState>,
+        policy: Policy,
+        limits: Limits,
+    ) -> wasmtime::Result<Self> {
+        let gate = Gate::new(limits.concurrency, limits.queue);
+        let pre = bindings::PluginPre::new(pre)?;
+        Ok(Self { pre, policy: Arc::new(policy), limits, gate })
+    }
+
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        &self.policy.plugin
+    }
+
+    /// The plugin's grants.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Ask the component for its tools, under the same limits as a call.
+    pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
+        match self.run("list-tools", Invocation::ListTools, &[], &mut Usage::default()).await? {
+            Answered::Tools(tools) => Ok(tools),
+            Answered::Called(_) => unreachable!("list-tools answers with tools"),
+        }
+    }
+
+    /// Run `tool` with `args` (JSON text): its result (JSON text) and what it used.
+    pub async fn call(&self, tool: &ToolSpec, args: &str) -> Metered<String> {
+        let started = Instant::now();
+        let mut usage = Usage::default();
+        let outcome = self.call_in(tool, args, &mut usage).await;
+        Metered { outcome, usage, elapsed: started.elapsed() }
+    }
+
+    async fn call_in(
+        &self,
+        tool: &ToolSpec,
+        args: &str,
+        usage: &mut Usage,
+    ) -> Result<String, CallError> {
+        let name = tool.name.as_str();
+        let full = self.full_dirs();
+        if let Some((dir, quota, used)) = (full.iter()).find(|(d, ..)| {
+            tool.capabilities
+                .directories
+                .iter()
+                .any(|n| n.guest_path == d.guest && n.access == Access::ReadWrite)
+        }) {
+            return Err(self.error(
+                name,
+                ErrorKind::PermissionDenied,
+                format!(
+                    "directory {} holds {} MiB, at its {} MiB quota; delete files or raise \
+                     quota_mib in [[plugins.{}.dirs]]",
+                    dir.guest,
+                    used >> 20,
+                    quota >> 20,
+                    self.plugin()
+                ),
+            ));
+        }
+        let tool = name;
+        let full: Vec<&str> = full.iter().map(|(d, ..)| d.guest.as_str()).collect();
+        let outcome = match self.run(tool, Invocation::Call { tool, args }, &full, usage).await? {
+            Answered::Called(outcome) => outcome,
+            Answered::Tools(_) => unreachable!("call answers with a result"),
+        };
+        match outcome {
+            Ok(json) if json.len() > self.limits.result_bytes => Err(self.error(
+                tool,
+                ErrorKind::OutputTooLarge,
+                format!(
+                    "the result is {} bytes, over the {}-byte cap; raise \
+                     plugins.{}.limits.result_bytes if larger results are expected",
+                    json.len(),
+                    self.limits.result_bytes,
+                    self.plugin()
+                ),
+            )),
+            Ok(json) => Ok(json),
+            Err(bindings::CallError::InvalidArguments(m)) => {
+                Err(self.error(tool, ErrorKind::InvalidArguments, m))
+            }
+            Err(bindings::CallError::Failed(m)) => Err(self.error(tool, ErrorKind::ToolError, m)),
+        }
+    }
+
+    /// Writable directories that are at their quota, with quota and usage.
+    fn full_dirs(&self) -> Vec<(&GrantedDir, u64, u64)> {
+        (self.policy.dirs.iter())
+            .filter_map(|d| d.full().map(|(quota, used)| (d, quota, used)))
+            .collect()
+    }
+
+    /// Instantiate a fresh Store and run `body` in it under every limit.
+    /// Directories in `full` are at their quota and mounted read-only.
+    async fn run(
+        &self,
+        what: &str,
+        invocation: Invocation<'_>,
+        full: &[&str],
+        usage: &mut Usage,
+    ) -> Result<Answered, CallError> {
+        let admission = self.gate.enter().ok_or_else(|| {
+            self.error(
+                what,
+                ErrorKind::Overloaded,
+                format!(
+                    "{} calls are running and {} are queued; retry later or raise \
+                     plugins.{}.limits.concurrency / queue",
+                    self.limits.concurrency,
+                    self.limits.queue,
+                    self.plugin()
+                ),
+            )
+        })?;
+        let _slot = admission.acquire().await;
+        let stdout = Capture::new(self.limits.log_bytes);
+        let stderr = Capture::new(self.limits.log_bytes);
+        let deadline = Instant::now() + self.limits.deadline;
+        let mut store = self.store(what, &stdout, &stderr, full, Some(deadline))?;
+
+        let work = async {
+            let plugin = self.pre.instantiate_async(&mut store).await?;
+            let tools = plugin.autoglm_plugin_tools();
+            match invocation {
+                Invocation::ListTools => {
+                    tools.call_list_tools(&mut store).await.map(Answered::Tools)
+                }
+                Invocation::Call { tool, args } => {
+                    tools.call_call(&mut store, tool, args).await.map(Answered::Called)
+                }
+            }
+        };
+        // The epoch deadline only fires while wasm runs; a guest blocked in a host
+        // call (a slow HTTP request, a sleep) is stopped by this timeout instead.
+        let outcome = tokio::time::timeout(self.limits.deadline, work).await;
+        usage.fuel = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        usage.memory_bytes = store.data().memory.peak;
+        self.drain_output(what, &stdout, "stdout");
+        self.drain_output(what, &stderr, "stderr");
+        match outcome {
+            Err(_elapsed) => Err(self.timeout(what)),
+            Ok(Ok(value)) => {
+                let denied = store.data().denials.take();
+                match denied.is_empty() {
+                    true => Ok(value),
+                    false => Err(self.error(what, ErrorKind::PermissionDenied, denied.join("; "))),
+                }
+            }
+            Ok(Err(error)) => Err(self.classify(what, error, store.data())),
+        }
+    }
+
+    /// A Store with the memory cap and the fuel armed, yielding at every epoch tick (so the
+    /// executor can run other tasks and cancel this one) and stopping the guest once
+    /// `deadline`, if any, has passed. Directories in `full` are mounted read-only.
+    fn store(
+        &self,
+        what: &str,
+        stdout: &Capture,
+        stderr: &Capture,
+        full: &[&str],
+        deadline: Option<Instant>,
+    ) -> Result<Store<CallState>, CallError> {
+        let state = self.state(what, stdout, stderr, full)?;
+        let mut store = Store::new(self.pre.engine(), state);
+        limits::arm(&mut store, self.limits.fuel, deadline).map_err(|e| self.trap(what, e))?;
+        Ok(store)
+    }
+
+    /// The Store's data for one call; directories in `full` are mounted read-only.
+    fn state(
+        &self,
+        tool: &str,
+        stdout: &Capture,
+        stderr: &Capture,
+        full: &[&str],
+    ) -> Result<CallState, CallError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone()).envs(&self.policy.env);
+        for dir in &self.policy.dirs {
+            let perms = match dir.mode {
+                DirMode::ReadWrite if !full.contains(&dir.guest.as_str()) => FsPerms::ReadWrite,
+                _ => FsPerms::ReadOnly,
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+                self.error(
+                    tool,
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "the directory granted at {} ({}) cannot be opened: {e}; fix \
+                         plugins.{}.dirs in the config",
+                        dir.guest,
+                        dir.host.display(),
+                        self.plugin()
+                    ),
+                )
+            })?;
+        }
+        let denials = Denials::default();
+        Ok(CallState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: Outbound {
+                allow: self.policy.hosts.clone(),
+                body_cap: self.limits.http_body_bytes,
+                denied: denials.clone(),
+            },
+            denials,
+            memory: MemoryCap { max: self.limits.memory_bytes, total: 0, peak: 0, hit: None },
+            log_budget: self.limits.log_bytes,
+            policy: self.policy.clone(),
+            tool: tool.to_string(),
+        })
+    }
+
+    fn drain_output(&self, tool: &str, capture: &Capture, stream: &'static str) {
+        let (kept, dropped) = capture.take();
+        let plugin = self.plugin();
+        for line in String::from_utf8_lossy(&kept).lines().filter(|l| !l.is_empty()) {
+            tracing::info!(target: "autoglm::guest", plugin, tool, stream, "{line}");
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                target: "autoglm::guest",
+                plugin,
+                tool,
+                stream,
+                dropped,
+                "guest output over plugins.{plugin}.limits.log_bytes was dropped"
+            );
+        }
+    }
+
+    fn classify(&self, tool: &str, error: wasmtime::Error, state: &CallState) -> CallError {
+        let plugin = self.plugin();
+        if let Some((current, desired)) = state.memory.hit {
+            return self.error(
+                tool,
+                ErrorKind::MemoryLimit,
+                format!(
+                    "the guest tried to grow its memory from {} to {} MiB, over the {} MiB cap; \
+                     raise plugins.{plugin}.limits.memory_mib if it needs more",
+                    current >> 20,
+                    desired.div_ceil(1 << 20),
+                    self.limits.memory_bytes >> 20
+                ),
+            );
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => self.error(
+                tool,
+                ErrorKind::OutOfFuel,
+                format!(
+                    "the guest used all {} units of fuel; raise plugins.{plugin}.limits.fuel \
+                     if the work is legitimate",
+                    self.limits.fuel
+                ),
+            ),
+            Some(Trap::Interrupt) => self.timeout(tool),
+            _ => self.trap(tool, error),
+        }
+    }
+
+    fn trap(&self, tool: &str, error: wasmtime::Error) -> CallError {
+        let mut message = format!("the guest stopped abnormally: {error}");
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            message = format!("the guest trapped: {trap}");
+        }
+        if let Some(trace) = error.downcast_ref::<WasmBacktrace>() {
+            let frames: Vec<String> = (trace.frames().iter().take(8))
+                .map(|f| {
+                    f.func_name()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("func[{}]", f.func_index()))
+                })
+                .collect();
+            if !frames.is_empty() {
+                message.push_str(&format!(" (backtrace: {})", frames.join(" <- ")));
+            }
+        }
+        self.error(tool, ErrorKind::Trap, message)
+    }
+
+    fn timeout(&self, tool: &str) -> CallError {
+        self.error(
+            tool,
+            ErrorKind::Timeout,
+            format!(
+                "the call ran past its {} ms deadline; raise plugins.{}.limits.deadline_ms \
+                 if it needs longer",
+                self.limits.deadline.as_millis(),
+                self.plugin()
+            ),
+        )
+    }
+
+    fn error(&self, tool: &str, kind: ErrorKind, message: impl Into<String>) -> CallError {
+        CallError::new(kind, message).at(self.plugin(), tool)
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
