@@ -118,6 +118,16 @@ pub struct ServerSettings {
     pub concurrency: usize,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Longest a client may take to send a request body. The body is read before the
+    /// request takes one of its key's concurrency slots, so slow uploads hold no slot.
+    pub body_read_timeout_ms: u64,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Failed logins (wrong or missing API key) allowed per client address per minute;
+    /// past that the address is refused with `rate_limited` until its allowance refills.
+    pub login_failures_per_minute: u32,
     /// API keys; required when `addr` is not a loopback address.
     pub keys: Vec<ApiKeyConfig>,
 }
@@ -133,6 +143,13 @@ impl Default for ServerSettings {
             rate_per_minute: 600,
             concurrency: 64,
             shutdown_grace_ms: 30_000,
+            // A browser or SDK sends a 1 MiB body in well under a second on any real link.
+            body_read_timeout_ms: 10_000,
+            // Well under the usual 1024 open files, which also hold plugins and the cache.
+            max_connections: 512,
+            // Streams send a keep-alive comment every 15 s, so only dead connections idle.
+            idle_timeout_ms: 60_000,
+            login_failures_per_minute: 10,
             keys: Vec::new(),
         }
     }

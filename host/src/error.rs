@@ -48,6 +48,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request body is larger than the server accepts.
     BodyTooLarge,
+    /// The request body did not arrive within the server's body read timeout.
+    BodyTimeout,
     /// The API key sent too many requests or has too many in flight.
     RateLimited,
     /// No language model is configured or it is not ready.
@@ -80,6 +82,7 @@ impl ErrorKind {
             Self::ForbiddenOrigin => "forbidden_origin",
             Self::NotFound => "not_found",
             Self::BodyTooLarge => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::RateLimited => "rate_limited",
             Self::EngineUnavailable => "engine_unavailable",
             Self::EngineError => "engine_error",
@@ -95,6 +98,7 @@ impl ErrorKind {
             Self::PermissionDenied | Self::ForbiddenOrigin => 403,
             Self::UnknownTool | Self::NotFound => 404,
             Self::AmbiguousTool => 409,
+            Self::BodyTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::ToolError => 422,
             Self::Overloaded | Self::RateLimited => 429,

@@ -62,6 +62,7 @@ pub struct Metrics {
     memory_peak: Family<PluginLabels, Gauge<u64, AtomicU64>>,
     in_flight: Gauge,
     http: Family<HttpLabels, Counter>,
+    connections: Gauge,
     model: [(&'static str, Gauge); 6],
 }
 
@@ -77,6 +78,7 @@ impl Default for Metrics {
         let memory_peak = Family::<PluginLabels, Gauge<u64, AtomicU64>>::default();
         let in_flight = Gauge::default();
         let http = Family::<HttpLabels, Counter>::default();
+        let connections = Gauge::default();
         registry.register(
             "tool_calls",
             "Tool calls by plugin, tool and outcome kind",
@@ -99,6 +101,7 @@ impl Default for Metrics {
             in_flight.clone(),
         );
         registry.register("http_requests", "HTTP requests by route and status", http.clone());
+        registry.register("http_connections", "HTTP connections open now", connections.clone());
         let model = [
             ("model_queue_depth", "Chat requests waiting for a place in the batch"),
             ("model_batch_size", "Sequences in the running batch"),
@@ -115,7 +118,16 @@ impl Default for Metrics {
             registry.register(name, help, gauge.clone());
             (name, gauge)
         });
-        Self { registry, calls, latency, fuel, memory_peak, in_flight, http, model }
+        Self { registry, calls, latency, fuel, memory_peak, in_flight, http, connections, model }
+    }
+}
+
+/// Decrements the open-connections gauge when the connection ends.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -150,6 +162,12 @@ impl Metrics {
         let peak = self.memory_peak.get_or_create(&PluginLabels { plugin: plugin.to_string() });
         let memory = metered.usage.memory_bytes as u64;
         peak.inner().fetch_max(memory, Ordering::Relaxed);
+    }
+
+    /// Count an HTTP connection as open until the returned guard drops.
+    pub fn open_connection(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
     }
 
     /// Record an HTTP request answered with `status` on `route`.

@@ -165,13 +165,50 @@ async fn paths_outside_the_grant_reach_nothing() {
         assert!(!error.message.contains("TOP SECRET"));
     }
     let error =
-        fails(&host, "hostile.write_file", json!({"path": "/data/new.txt", "text": "x"})).await;
+        fails(&host, "hostile.write_as_reader", json!({"path": "/data/new.txt", "text": "x"}))
+            .await;
     assert_eq!(error.kind, ErrorKind::PermissionDenied, "the grant is read-only: {error}");
     assert!(
         error.message.contains("/data/new.txt") || error.message.contains("new.txt"),
         "{error}"
     );
     assert!(!granted.path().join("new.txt").exists());
+}
+
+/// A call gets only what its tool declares of the plugin's grants, at the lower of declared
+/// and granted access, even where the plugin is granted more.
+#[tokio::test]
+async fn each_tool_sees_only_what_it_declares_of_the_plugins_grants() {
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("inside.txt"), "fine").unwrap();
+    let config = format!(
+        "{LIMITS}[plugins.hostile]\nenv = [\"PATH\", \"HOME\"]\n[[plugins.hostile.dirs]]\n\
+         host = {:?}\nguest = \"/data\"\nmode = \"rw\"\n",
+        granted.path()
+    );
+    assert!(std::env::var("HOME").is_ok(), "the test needs HOME set on the host");
+    let (_dir, host) = hostile(&config).await;
+    let write = |tool: &'static str| {
+        let host = &host;
+        async move { fails(host, tool, json!({"path": "/data/new.txt", "text": "x"})).await }
+    };
+    // Declares nothing: the granted directory is not there at all.
+    let error = write("hostile.write_file").await;
+    assert_eq!(error.kind, ErrorKind::ToolError, "{error}");
+    // Declares read access to a read-write grant: it reads and cannot write.
+    let error = write("hostile.write_as_reader").await;
+    assert_eq!(error.kind, ErrorKind::PermissionDenied, "{error}");
+    assert!(!granted.path().join("new.txt").exists(), "a tool wrote what it did not declare");
+    let read = call(&host, "hostile.read_file", &json!({"path": "/data/inside.txt"})).await;
+    assert_eq!(read.unwrap(), "fine");
+    // Environment variables: only the declared ones of the granted ones.
+    let env = |tool: &'static str, key: &'static str| {
+        let host = &host;
+        async move { call(host, tool, &json!({ "key": key })).await.unwrap() }
+    };
+    assert_eq!(env("hostile.env", "PATH").await, Value::Null, "declared nothing");
+    assert_eq!(env("hostile.path_env", "PATH").await, std::env::var("PATH").unwrap());
+    assert_eq!(env("hostile.path_env", "HOME").await, Value::Null, "HOME is granted, not declared");
 }
 
 #[tokio::test]
@@ -182,9 +219,10 @@ async fn only_granted_environment_variables_are_visible() {
 
     let granted = format!("{LIMITS}[plugins.hostile]\nenv = [\"PATH\"]\n");
     let (_dir, host) = hostile(&granted).await;
-    let path = call(&host, "hostile.env", &json!({"key": "PATH"})).await.unwrap();
+    let path = call(&host, "hostile.path_env", &json!({"key": "PATH"})).await.unwrap();
     assert_eq!(path, std::env::var("PATH").unwrap());
-    assert_eq!(call(&host, "hostile.env", &json!({"key": "HOME"})).await.unwrap(), Value::Null);
+    let home = call(&host, "hostile.path_env", &json!({"key": "HOME"})).await.unwrap();
+    assert_eq!(home, Value::Null);
 }
 
 #[tokio::test]

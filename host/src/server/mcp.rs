@@ -12,13 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::{Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::access::Admitted;
-use super::respond::{Body, Problem, full, json_response, read_body, sse_response};
+use super::respond::{Body, Problem, full, json_response, sse_response};
 use super::state::AppState;
 use crate::describe::ToolDescription;
 use crate::error::{CallError, ErrorKind};
@@ -133,9 +132,10 @@ impl Sessions {
 pub async fn http(
     state: &AppState,
     admitted: Admitted,
-    request: Request<Incoming>,
+    request: &http::request::Parts,
+    body: bytes::Bytes,
 ) -> Result<Response<Body>, Problem> {
-    let session = header_str(&request, SESSION_HEADER).map(str::to_string);
+    let session = header_str(request, SESSION_HEADER).map(str::to_string);
     if let Some(id) = &session
         && !state.mcp.exists(id)
     {
@@ -149,7 +149,7 @@ pub async fn http(
             ),
         ));
     }
-    match request.method().clone() {
+    match request.method.clone() {
         Method::GET => match session {
             Some(_) => Ok(list_changed_stream(state, None)),
             None => Ok(Response::builder()
@@ -170,8 +170,7 @@ pub async fn http(
             .into()),
         },
         Method::POST => {
-            let header_version = header_str(&request, VERSION_HEADER).map(str::to_string);
-            let body = read_body(state.settings.body_limit_bytes, request).await?;
+            let header_version = header_str(request, VERSION_HEADER).map(str::to_string);
             let message: Value = match serde_json::from_slice(&body) {
                 Ok(message) => message,
                 Err(e) => {
@@ -199,14 +198,7 @@ async fn post(
     message: Value,
 ) -> Result<Response<Body>, Problem> {
     let Some(object) = message.as_object() else {
-        return Ok(json_response(
-            StatusCode::OK,
-            &error_response(
-                Value::Null,
-                code::INVALID_REQUEST,
-                "send one JSON-RPC message per request (batches are not supported)",
-            ),
-        ));
+        return Ok(json_response(StatusCode::OK, &not_one_message()));
     };
     let method = object.get("method").and_then(Value::as_str).unwrap_or_default();
     let stateless = header_version == Some(STATELESS_REVISION) || is_stateless(&message);
@@ -382,6 +374,16 @@ fn supported_versions() -> Vec<&'static str> {
     versions
 }
 
+/// The answer to a message that is not one JSON-RPC object, most often a batch (an
+/// array): the MCP revisions served dropped JSON-RPC batching, on every transport.
+pub fn not_one_message() -> Value {
+    error_response(
+        Value::Null,
+        code::INVALID_REQUEST,
+        "send one JSON-RPC message per request (batches are not supported)",
+    )
+}
+
 /// A JSON-RPC error response.
 pub fn error_response(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
@@ -453,8 +455,8 @@ fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -
     sse_response(rx, Some("message"))
 }
 
-fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    request.headers().get(name).and_then(|v| v.to_str().ok())
+fn header_str<'a>(request: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// `_meta`-free params, for the stdio transport's notifications.

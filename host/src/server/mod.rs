@@ -5,6 +5,7 @@
 //! concurrency limits, body limit, request timeout — before it reaches a route.
 
 pub mod access;
+mod connection;
 pub mod mcp;
 mod openai;
 pub mod respond;
@@ -26,7 +27,8 @@ use tokio::net::TcpListener;
 
 use crate::error::{CallError, ErrorKind};
 use crate::trace::TraceContext;
-use respond::{Body, Problem, full, json_response, percent_decode, read_json};
+use connection::{Activity, Tracked};
+use respond::{Body, Problem, full, json_response, parse_json, percent_decode, read_body};
 pub use state::AppState;
 
 /// Serve connections from `listener` until `shutdown` resolves, then stop
@@ -44,8 +46,16 @@ pub async fn serve(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    // At the cap the loop stops accepting: new clients wait in the kernel's backlog, and the
+    // server keeps the file descriptors it needs for its plugins and cache.
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.settings.max_connections.max(1)));
+    let idle = Duration::from_millis(state.settings.idle_timeout_ms.max(1));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -57,16 +67,41 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let activity = Activity::new();
                 let state = state.clone();
+                let open = state.invoker.metrics().open_connection();
+                let requests = activity.clone();
                 let service = hyper::service::service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, peer, request).await) }
+                    let (state, in_flight) = (state.clone(), requests.request());
+                    async move {
+                        let response = handle(state, peer, request).await;
+                        drop(in_flight);
+                        Ok::<_, Infallible>(response)
+                    }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+                let connection = builder.serve_connection(io, service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    let _held = (slot, open);
+                    tokio::pin!(connection);
+                    let tick = (idle / 4).max(Duration::from_millis(20));
+                    loop {
+                        tokio::select! {
+                            result = &mut connection => {
+                                if let Err(error) = result {
+                                    tracing::debug!(%error, %peer, "connection ended with an error");
+                                }
+                                return;
+                            }
+                            () = tokio::time::sleep(tick) => {
+                                // Nothing is in flight, so dropping the connection loses nothing.
+                                if activity.idle_for() >= idle {
+                                    tracing::debug!(%peer, "closing an idle connection");
+                                    return;
+                                }
+                            }
+                        }
                     }
                 });
             }
@@ -99,19 +134,19 @@ async fn handle(
     span.record("trace_id", tracing::field::display(&trace.trace_id));
     request.extensions_mut().insert(trace.clone());
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
-    let mut response =
-        match tokio::time::timeout(timeout, dispatch(&state, request).instrument(span)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(refusal)) => refusal.into_response(),
-            Err(_) => Problem::from(CallError::new(
-                ErrorKind::Timeout,
-                format!(
-                    "the request took longer than server.request_timeout_ms = {}",
-                    timeout.as_millis()
-                ),
-            ))
-            .into_response(),
-        };
+    let dispatched = dispatch(&state, peer, request).instrument(span);
+    let mut response = match tokio::time::timeout(timeout, dispatched).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(refusal)) => refusal.into_response(),
+        Err(_) => Problem::from(CallError::new(
+            ErrorKind::Timeout,
+            format!(
+                "the request took longer than server.request_timeout_ms = {}",
+                timeout.as_millis()
+            ),
+        ))
+        .into_response(),
+    };
     state.invoker.metrics().record_http(route, response.status().as_u16());
     if let Ok(value) = http::HeaderValue::from_str(&trace.header()) {
         response.headers_mut().insert("traceparent", value);
@@ -134,7 +169,11 @@ fn route_name(method: &Method, path: &str) -> &'static str {
     }
 }
 
-async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Response<Body>, Problem> {
+async fn dispatch(
+    state: &AppState,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
     let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok());
     let host = host.or_else(|| request.uri().authority().map(|a| a.as_str()));
     if !state.access.host_allowed(host) {
@@ -148,13 +187,16 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
         )
         .into());
     }
-    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !state.access.origin_allowed(origin) {
+    let origins: Vec<&str> = (request.headers().get_all(header::ORIGIN).iter())
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .collect();
+    if !state.access.origin_allowed(origins.iter().copied(), host) {
         return Err(CallError::new(
             ErrorKind::ForbiddenOrigin,
             format!(
-                "origin {} is not allowed; add it to server.allowed_origins",
-                origin.unwrap_or("")
+                "origin {} is not allowed: only the server's own origin and those in \
+                 server.allowed_origins (scheme, host and port exactly) may call it",
+                origins.join(", ")
             ),
         )
         .into());
@@ -168,11 +210,21 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
         _ => {}
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let admitted = state
-        .access
-        .admit(authorization)
-        .map_err(|r| Problem { error: r.error, retry_after: r.retry_after })?;
-    match (request.method().clone(), path.as_str()) {
+    let refused = |r: access::Refusal| Problem { error: r.error, retry_after: r.retry_after };
+    let client = state.access.authenticate(authorization, Some(peer.ip())).map_err(refused)?;
+    // The body first, under its own timeout, and only then a concurrency slot: a client
+    // that uploads slowly holds no slot that other requests of its key need.
+    let (parts, body) = request.into_parts();
+    let body = match parts.method {
+        Method::POST => {
+            let settings = &state.settings;
+            let timeout = Duration::from_millis(settings.body_read_timeout_ms);
+            read_body(&parts.headers, body, settings.body_limit_bytes, timeout).await?
+        }
+        _ => Default::default(),
+    };
+    let admitted = client.enter().map_err(refused)?;
+    match (parts.method.clone(), path.as_str()) {
         (Method::GET, "/metrics") => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
             .body(full({
@@ -185,19 +237,17 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Result<Respon
         (Method::GET, "/v1/tools") => Ok(tools::list(state, &admitted)),
         (Method::POST, p) if tool_call_name(p).is_some() => {
             let name = percent_decode(tool_call_name(p).unwrap_or_default());
-            let body = read_json(state.settings.body_limit_bytes, request).await?;
-            tools::call(state, &admitted, &name, body).await
+            tools::call(state, &admitted, &name, parse_json(&body)?).await
         }
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
-            let trace = request.extensions().get::<TraceContext>().cloned();
-            let body = read_json(state.settings.body_limit_bytes, request).await?;
-            openai::chat(state, &admitted, body, trace).await
+            let trace = parts.extensions.get::<TraceContext>().cloned();
+            openai::chat(state, &admitted, parse_json(&body)?, trace).await
         }
-        (_, "/mcp") => mcp::http(state, admitted, request).await,
+        (_, "/mcp") => mcp::http(state, admitted, &parts, body).await,
         _ => Err(CallError::new(
             ErrorKind::NotFound,
-            format!("no route for {} {path}", request.method()),
+            format!("no route for {} {path}", parts.method),
         )
         .into()),
     }

@@ -2,9 +2,10 @@
 //! and reading a request body under the size limit.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -29,16 +30,37 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-/// A Server-Sent Events response fed by `events` (each item one `data:` payload).
+/// How often a quiet event stream sends a comment: it keeps the connection from counting
+/// as idle (`server.idle_timeout_ms`) and keeps proxies from cutting it.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A Server-Sent Events response fed by `events` (each item one `data:` payload); it ends
+/// when `events` does, and sends a keep-alive comment while it is quiet.
 pub fn sse_response(
     events: tokio::sync::mpsc::Receiver<String>,
     event: Option<&'static str>,
 ) -> Response<Body> {
     use tokio_stream::StreamExt;
+    enum Item {
+        Data(String),
+        KeepAlive,
+        End,
+    }
     // MCP names its events; OpenAI streams bare `data:` lines.
     let prefix = event.map(|name| format!("event: {name}\n")).unwrap_or_default();
-    let frames = tokio_stream::wrappers::ReceiverStream::new(events).map(move |data| {
-        Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{prefix}data: {data}\n\n"))))
+    let data = tokio_stream::wrappers::ReceiverStream::new(events)
+        .map(Item::Data)
+        .chain(tokio_stream::once(Item::End));
+    let start = tokio::time::Instant::now() + KEEP_ALIVE;
+    let ticks =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(start, KEEP_ALIVE))
+            .map(|_| Item::KeepAlive);
+    let frames = data.merge(ticks).take_while(|item| !matches!(item, Item::End)).map(move |item| {
+        let text = match item {
+            Item::Data(data) => format!("{prefix}data: {data}\n\n"),
+            _ => ": keep-alive\n\n".to_string(),
+        };
+        Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -77,34 +99,54 @@ impl Problem {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
+        // The rest of the body is still on the wire: the connection cannot carry another
+        // request, and a client that is told so does not send one into it.
+        if matches!(self.error.kind, ErrorKind::BodyTooLarge | ErrorKind::BodyTimeout) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
         response
     }
 }
 
-/// Read the whole body (up to `limit` bytes) and parse it as JSON.
-pub async fn read_json(limit: usize, request: Request<Incoming>) -> Result<Value, Problem> {
-    let bytes = read_body(limit, request).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+/// A body as JSON.
+pub fn parse_json(body: &[u8]) -> Result<Value, Problem> {
+    serde_json::from_slice(body).map_err(|e| {
         CallError::new(ErrorKind::BadRequest, format!("the body is not valid JSON: {e}")).into()
     })
 }
 
-/// Read the whole body, refusing one over `limit` bytes (`server.body_limit_bytes`).
-pub async fn read_body(limit: usize, request: Request<Incoming>) -> Result<Bytes, Problem> {
+/// Read the whole body, refusing one over `limit` bytes (`server.body_limit_bytes`) or one
+/// that takes longer than `timeout` (`server.body_read_timeout_ms`) to arrive.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::from(CallError::new(
             ErrorKind::BodyTooLarge,
             format!("the body is over server.body_limit_bytes = {limit}"),
         ))
     };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await else {
+        return Err(CallError::new(
+            ErrorKind::BodyTimeout,
+            format!(
+                "the body did not arrive within server.body_read_timeout_ms = {}",
+                timeout.as_millis()
+            ),
+        )
+        .into());
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(too_large())

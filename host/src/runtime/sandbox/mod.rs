@@ -27,7 +27,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::config::{DirMode, Limits};
-use crate::contract::{self as bindings, Access, ToolSpec};
+use crate::contract::{self as bindings, Access, Capabilities, ToolSpec};
 use crate::error::{CallError, ErrorKind};
 use crate::metered::{Metered, Usage};
 use crate::policy::{GrantedDir, Policy};
@@ -95,7 +95,7 @@ impl Sandbox {
 
     /// Ask the component for its tools, under the same limits as a call.
     pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
-        match self.run("list-tools", Invocation::ListTools, &[], &mut Usage::default()).await? {
+        match self.run("list-tools", Invocation::ListTools, None, &[], &mut Usage::default()).await? {
             Answered::Tools(tools) => Ok(tools),
             Answered::Called(_) => unreachable!("list-tools answers with tools"),
         }
@@ -111,14 +111,14 @@ impl Sandbox {
 
     async fn call_in(
         &self,
-        tool: &ToolSpec,
+        spec: &ToolSpec,
         args: &str,
         usage: &mut Usage,
     ) -> Result<String, CallError> {
-        let name = tool.name.as_str();
+        let name = spec.name.as_str();
         let full = self.full_dirs();
         if let Some((dir, quota, used)) = (full.iter()).find(|(d, ..)| {
-            tool.capabilities
+            spec.capabilities
                 .directories
                 .iter()
                 .any(|n| n.guest_path == d.guest && n.access == Access::ReadWrite)
@@ -138,7 +138,9 @@ impl Sandbox {
         }
         let tool = name;
         let full: Vec<&str> = full.iter().map(|(d, ..)| d.guest.as_str()).collect();
-        let outcome = match self.run(tool, Invocation::Call { tool, args }, &full, usage).await? {
+        let invocation = Invocation::Call { tool, args };
+        let needs = Some(&spec.capabilities);
+        let outcome = match self.run(tool, invocation, needs, &full, usage).await? {
             Answered::Called(outcome) => outcome,
             Answered::Tools(_) => unreachable!("call answers with a result"),
         };
@@ -175,6 +177,7 @@ impl Sandbox {
         &self,
         what: &str,
         invocation: Invocation<'_>,
+        needs: Option<&Capabilities>,
         full: &[&str],
         usage: &mut Usage,
     ) -> Result<Answered, CallError> {
@@ -195,7 +198,7 @@ impl Sandbox {
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
         let deadline = Instant::now() + self.limits.deadline;
-        let mut store = self.store(what, &stdout, &stderr, full, Some(deadline))?;
+        let mut store = self.store(what, &stdout, &stderr, needs, full, Some(deadline))?;
 
         let work = async {
             let plugin = self.pre.instantiate_async(&mut store).await?;
@@ -229,38 +232,51 @@ impl Sandbox {
         }
     }
 
-    /// A Store with the memory cap and the fuel armed, yielding at every epoch tick (so the
-    /// executor can run other tasks and cancel this one) and stopping the guest once
-    /// `deadline`, if any, has passed. Directories in `full` are mounted read-only.
+    /// A Store for one call, its budgets armed (see [`limits::arm`]), with what `needs`
+    /// declares of the grants (nothing when None); directories in `full` read-only.
     fn store(
         &self,
         what: &str,
         stdout: &Capture,
         stderr: &Capture,
+        needs: Option<&Capabilities>,
         full: &[&str],
         deadline: Option<Instant>,
     ) -> Result<Store<CallState>, CallError> {
-        let state = self.state(what, stdout, stderr, full)?;
+        let state = self.state(what, stdout, stderr, needs, full)?;
         let mut store = Store::new(self.pre.engine(), state);
         limits::arm(&mut store, self.limits.fuel, deadline).map_err(|e| self.trap(what, e))?;
         Ok(store)
     }
 
-    /// The Store's data for one call; directories in `full` are mounted read-only.
+    /// The Store's data for one call: what `needs` declares of the grants (nothing when
+    /// None); directories in `full` are mounted read-only.
     fn state(
         &self,
         tool: &str,
         stdout: &Capture,
         stderr: &Capture,
+        needs: Option<&Capabilities>,
         full: &[&str],
     ) -> Result<CallState, CallError> {
+        // A call sees only what its tool declares of the plugin's grants (the declaration
+        // was checked against the grants before the call), at the lower of declared and
+        // granted access: `notes.read` cannot write, an undeclared directory is not there.
+        let declared_env = |key: &str| needs.is_some_and(|n| n.env.iter().any(|k| k == key));
+        let env: Vec<&(String, String)> =
+            self.policy.env.iter().filter(|(key, _)| declared_env(key)).collect();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone()).envs(&self.policy.env);
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        for (key, value) in env {
+            wasi.env(key, value);
+        }
         for dir in &self.policy.dirs {
-            let perms = match dir.mode {
-                DirMode::ReadWrite if !full.contains(&dir.guest.as_str()) => FsPerms::ReadWrite,
-                _ => FsPerms::ReadOnly,
-            };
+            let declared = needs.and_then(|n| n.directories.iter().find(|d| d.guest_path == dir.guest));
+            let Some(declared) = declared else { continue };
+            let writable = declared.access == Access::ReadWrite
+                && dir.mode == DirMode::ReadWrite
+                && !full.contains(&dir.guest.as_str());
+            let perms = if writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
                 self.error(
                     tool,

@@ -125,9 +125,17 @@ fn tools() -> Vec<Tool> {
         Tool::new("panic", "Panic.", panic),
         Tool::new("huge_result", "Return a result of `mb` megabytes.", huge_result),
         Tool::new("flood_stdout", "Print `mb` megabytes to stdout, then succeed.", flood_stdout),
-        Tool::new("read_file", "Read any path.", read_file),
+        // Declares read access to /data and tries any path.
+        Tool::new("read_file", "Read any path.", read_file).directory("/data", Access::ReadOnly),
+        // Declares nothing and writes anyway.
         Tool::new("write_file", "Write any path.", write_file),
+        // Declares only read access to /data, then writes.
+        Tool::new("write_as_reader", "Write any path, declaring only reads.", write_file)
+            .directory("/data", Access::ReadOnly),
+        // Declares no variable and reads any.
         Tool::new("env", "Read an environment variable.", env),
+        // Declares PATH and reads any variable.
+        Tool::new("path_env", "Read an environment variable, declaring PATH.", env).env("PATH"),
         Tool::new("sleep", "Block in a host call for `ms` milliseconds.", sleep),
     ]
 }

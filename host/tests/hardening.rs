@@ -1,0 +1,134 @@
+//! The HTTP endpoint under hostile clients: slow uploads, idle connection floods, oversized
+//! bodies on kept-alive connections, password guessing and foreign origins. Each test starts
+//! a real server on 127.0.0.1 and talks raw HTTP/1.1 to it.
+
+use std::time::Duration;
+
+use autoglm_test_support::host::{TestServer, config, http, plugins_dir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CALL: &str = "/v1/tools/weather.get_weather/call";
+const ARGS: &str = r#"{"location": "Beijing"}"#;
+
+async fn server(config_toml: &str) -> (TestServer, tempfile::TempDir) {
+    let dir = plugins_dir(&["weather"]);
+    (TestServer::start(config(config_toml), dir.path()).await, dir)
+}
+
+/// Everything the server sends on `stream` until it closes it (or `wait` passes).
+async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(wait, stream.read_to_end(&mut raw)).await;
+    read.ok().map(|_| String::from_utf8_lossy(&raw).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_uploads_hold_no_slot_and_time_out_with_the_connection_closed() {
+    let (server, _dir) = server("[server]\nconcurrency = 2\nbody_read_timeout_ms = 1500\n").await;
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST {CALL} HTTP/1.1\r\nhost: {}\r\ncontent-length: 100\r\n\r\n{{",
+            server.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // Six uploads in progress on a key with two slots: others still get through.
+    for _ in 0..3 {
+        let reply = http(server.addr, "POST", CALL, &[], ARGS).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    for mut stream in slow {
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await.expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains("body_timeout") && answer.contains("body_read_timeout_ms"),
+            "{answer}"
+        );
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_413_tells_the_client_to_close_the_connection() {
+    let (server, _dir) = server("[server]\nbody_limit_bytes = 1024\n").await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head =
+        format!("POST {CALL} HTTP/1.1\r\nhost: {}\r\ncontent-length: 2000000\r\n\r\n", server.addr);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await.expect("closed");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_capped_and_closed_while_the_server_keeps_answering() {
+    let (server, _dir) = server("[server]\nmax_connections = 8\nidle_timeout_ms = 300\n").await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let health = tokio::time::timeout(
+        Duration::from_secs(20),
+        http(server.addr, "GET", "/healthz", &[], ""),
+    )
+    .await
+    .expect("/healthz answers while idle connections come and go");
+    assert_eq!(health.status, 200);
+    let metrics = http(server.addr, "GET", "/metrics", &[], "").await.body;
+    let open: f64 = (metrics.lines())
+        .find_map(|l| l.strip_prefix("autoglm_http_connections "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no connections gauge: {metrics}"));
+    assert!((1.0..=8.0).contains(&open), "{open} connections open, over the cap of 8");
+    for mut stream in idle {
+        // Accepted ones are closed once idle; the rest were never accepted and are closed
+        // (or accepted, then closed) in turn: every one ends with nothing sent.
+        let answer = read_until_closed(&mut stream, Duration::from_secs(20)).await;
+        assert_eq!(answer.as_deref(), Some(""), "an idle connection stayed open");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_keys_is_throttled_per_address_and_a_right_guess_is_not_revealed() {
+    let (server, _dir) = server(
+        "[server]\nlogin_failures_per_minute = 3\n[[server.keys]]\nname = \"k\"\ntoken = \"right\"\n",
+    )
+    .await;
+    let call = |token: &'static str| {
+        let auth = format!("Bearer {token}");
+        async move { http(server.addr, "POST", CALL, &[("authorization", &auth)], ARGS).await }
+    };
+    for _ in 0..3 {
+        assert_eq!(call("wrong").await.status, 401);
+    }
+    let throttled = call("wrong").await;
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert!(throttled.header("retry-after").is_some());
+    assert!(throttled.body.contains("login_failures_per_minute"), "{}", throttled.body);
+    assert_eq!(call("right").await.status, 429, "while throttled, a right key looks the same");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_servers_own_origin_and_configured_ones_pass_exactly() {
+    let (server, _dir) =
+        server("[server]\nallowed_origins = [\"https://app.example.com\"]\n").await;
+    let port = server.addr.port();
+    let status = |origins: Vec<String>| async move {
+        let headers: Vec<(&str, &str)> = origins.iter().map(|o| ("origin", o.as_str())).collect();
+        http(server.addr, "POST", CALL, &headers, ARGS).await.status
+    };
+    assert_eq!(status(vec![format!("http://{}", server.addr)]).await, 200, "own origin");
+    assert_eq!(status(vec!["https://app.example.com".into()]).await, 200);
+    assert_eq!(status(vec![format!("http://127.0.0.1:{}", port + 1)]).await, 403);
+    assert_eq!(status(vec![format!("evil://127.0.0.1:{port}")]).await, 403);
+    assert_eq!(status(vec!["http://app.example.com".into()]).await, 403, "the scheme counts");
+    assert_eq!(
+        status(vec![format!("http://{}", server.addr), "https://evil.example".into()]).await,
+        403,
+        "every Origin header counts"
+    );
+}
