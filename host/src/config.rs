@@ -125,6 +125,14 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// A connection with no request in flight and no bytes moving for this long is closed.
     pub idle_timeout_ms: u64,
+    /// MCP sessions (session-based revisions) one key may hold; past this its least recently
+    /// used session ends.
+    pub sessions_per_key: usize,
+    /// An MCP session unused for this long ends; its client initializes again.
+    pub session_ttl_ms: u64,
+    /// Event streams (MCP notification streams, streamed chat) a key may hold open at once;
+    /// each also holds one of the key's `concurrency` slots while it is open.
+    pub streams_per_key: usize,
     /// Failed logins (wrong or missing API key) allowed per client address per minute;
     /// past that the address is refused with `rate_limited` until its allowance refills.
     pub login_failures_per_minute: u32,
@@ -150,6 +158,10 @@ impl Default for ServerSettings {
             // Streams send a keep-alive comment every 15 s, so only dead connections idle.
             idle_timeout_ms: 60_000,
             login_failures_per_minute: 10,
+            sessions_per_key: 100,
+            session_ttl_ms: 3_600_000,
+            // A browser console holds a few streams; an agent framework one per session.
+            streams_per_key: 16,
             keys: Vec::new(),
         }
     }

@@ -132,3 +132,76 @@ async fn only_the_servers_own_origin_and_configured_ones_pass_exactly() {
         "every Origin header counts"
     );
 }
+
+/// Open an MCP notification stream on a fresh connection and read its status line.
+async fn open_stream(addr: std::net::SocketAddr, session: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\nmcp-session-id: {session}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = stream.read(&mut head).await.unwrap();
+    let status = String::from_utf8_lossy(&head[..n]).lines().next().unwrap_or("").to_string();
+    (stream, status)
+}
+
+/// A session of the session-based MCP revision on `server`.
+async fn mcp_session(server: &TestServer) -> String {
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let reply = http(server.addr, "POST", "/mcp", &[], initialize).await;
+    reply.header("mcp-session-id").expect("a session").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_are_capped_per_key_and_give_their_place_back() {
+    let (server, _dir) = server("[server]\nconcurrency = 3\nstreams_per_key = 2\n").await;
+    let session = mcp_session(&server).await;
+    let (first, status) = open_stream(server.addr, &session).await;
+    assert!(status.contains("200"), "{status}");
+    let (_second, status) = open_stream(server.addr, &session).await;
+    assert!(status.contains("200"), "{status}");
+    let (_third, status) = open_stream(server.addr, &session).await;
+    assert!(status.contains("429"), "a third stream is over streams_per_key = 2: {status}");
+    drop(first);
+    let mut reopened = false;
+    for _ in 0..200 {
+        // The closed stream's task notices and gives its place back.
+        let (_stream, line) = open_stream(server.addr, &session).await;
+        if line.contains("200") {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reopened, "a closed stream's place is given back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_holds_its_keys_concurrency_slot() {
+    let (server, _dir) = server("[server]\nconcurrency = 2\nstreams_per_key = 8\n").await;
+    let session = mcp_session(&server).await;
+    let _streams =
+        [open_stream(server.addr, &session).await, open_stream(server.addr, &session).await];
+    let reply = http(server.addr, "POST", CALL, &[], ARGS).await;
+    assert_eq!(reply.status, 429, "two open streams hold both slots: {}", reply.body);
+    assert!(reply.body.contains("in flight"), "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_session_belongs_to_the_key_that_opened_it() {
+    let keys = "[[server.keys]]\nname = \"a\"\ntoken = \"ta\"\n[[server.keys]]\nname = \"b\"\ntoken = \"tb\"\n";
+    let (server, _dir) = server(keys).await;
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let a = [("authorization", "Bearer ta")];
+    let reply = http(server.addr, "POST", "/mcp", &a, initialize).await;
+    let session = reply.header("mcp-session-id").expect("a session").to_string();
+    let as_b = [("authorization", "Bearer tb"), ("mcp-session-id", session.as_str())];
+    let deleted = http(server.addr, "DELETE", "/mcp", &as_b, "").await;
+    assert_eq!(deleted.status, 404, "key b cannot end key a's session: {}", deleted.body);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let as_a = [("authorization", "Bearer ta"), ("mcp-session-id", session.as_str())];
+    let listed = http(server.addr, "POST", "/mcp", &as_a, list).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.json()["result"]["tools"].is_array(), "{}", listed.body);
+}

@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 
 use autoglm_host::error::{CallError, ErrorKind};
-use autoglm_test_support::host::{call, config, fails, host, plugins_dir};
+use autoglm_test_support::host::{
+    ServeProcess, call, config, fails, host, http, plugins_dir, target_dir,
+};
 use serde_json::json;
 
 #[tokio::test]
@@ -266,4 +268,42 @@ async fn http_response_bodies_are_capped_by_the_host() {
         fails(&host, "http.get", json!({"url": format!("http://{addr}/")})).await;
     assert_eq!(kind, ErrorKind::ToolError);
     assert!(message.contains("body size exceeds limit: 8 bytes"), "{message}");
+}
+
+/// A guest that passes on a host I/O error passes on what failed, not the host's internals:
+/// with backtraces switched on, a real server's answer carries no stack frame.
+#[tokio::test]
+async fn host_errors_reach_clients_without_host_backtraces() {
+    let addr = serve_http("a body longer than the host's cap", 1);
+    let dir = plugins_dir(&["http"]);
+    let config_file = dir.path().join("autoglm.toml");
+    let cache = target_dir().join("test-component-cache");
+    std::fs::write(
+        &config_file,
+        format!(
+            "cache_dir = {:?}\n[plugins.http]\nallow_hosts = [{addr:?}]\nallow_private_addresses = true\n\
+             [plugins.http.limits]\nhttp_body_bytes = 8\n",
+            cache.display().to_string()
+        ),
+    )
+    .unwrap();
+    let env = [("RUST_BACKTRACE", "full"), ("RUST_LIB_BACKTRACE", "1")];
+    let server = ServeProcess::start_with_env(
+        &env,
+        [
+            "--plugins".as_ref(),
+            dir.path().as_os_str(),
+            "--config".as_ref(),
+            config_file.as_os_str(),
+        ],
+    );
+    server.ready().await;
+    let body = json!({"url": format!("http://{addr}/")}).to_string();
+    let reply = http(server.addr, "POST", "/v1/tools/http.get/call", &[], &body).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("body size exceeds limit: 8 bytes"), "{message}");
+    for internal in ["backtrace", "Backtrace", ".rs:", "rustc", "wasmtime::"] {
+        assert!(!message.contains(internal), "{internal:?} reached the client: {message}");
+    }
 }

@@ -36,6 +36,8 @@ pub struct Client {
     bucket: Mutex<Bucket>,
     rate_per_minute: u32,
     slots: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+    streams_per_key: usize,
 }
 
 struct Bucket {
@@ -141,6 +143,31 @@ pub struct Admitted {
     _slot: OwnedSemaphorePermit,
 }
 
+/// An event stream a client holds open: its request's concurrency slot and one of its key's
+/// stream places, both held by the task that feeds the stream until it ends.
+pub struct Streaming {
+    _request: Admitted,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// Turn this request into a stream, if its key has a stream place left.
+    pub fn into_stream(self) -> Result<Streaming, Refusal> {
+        let client = &self.client;
+        let place = client.streams.clone().try_acquire_owned().map_err(|_| Refusal {
+            error: CallError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "API key `{}` has {} streams open (server.streams_per_key); close one first",
+                    client.name, client.streams_per_key
+                ),
+            ),
+            retry_after: Some(1),
+        })?;
+        Ok(Streaming { _request: self, _place: place })
+    }
+}
+
 /// A refusal with the seconds after which a retry may succeed.
 pub struct Refusal {
     /// The error to answer with.
@@ -175,6 +202,14 @@ impl Access {
                 let key = ApiKeyConfig { name: format!("env-{i}"), ..Default::default() };
                 keys.push(Arc::new(Client::new(&key, Some(token.to_string()), settings)));
             }
+        }
+        // Sessions, logs and metrics tell keys apart by name.
+        for (i, key) in keys.iter().enumerate() {
+            anyhow::ensure!(
+                !keys[..i].iter().any(|k| k.name == key.name),
+                "[[server.keys]]: two keys are named `{}`; give each key its own name",
+                key.name
+            );
         }
         if keys.is_empty() && !loopback {
             anyhow::bail!(
@@ -315,6 +350,8 @@ impl Client {
             bucket: Mutex::new(Bucket::full(rate)),
             rate_per_minute: rate,
             slots: Arc::new(Semaphore::new(key.concurrency.unwrap_or(settings.concurrency).max(1))),
+            streams: Arc::new(Semaphore::new(settings.streams_per_key.max(1))),
+            streams_per_key: settings.streams_per_key.max(1),
         }
     }
 

@@ -11,12 +11,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use http::{Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::access::Admitted;
+use super::access::{Admitted, Streaming};
 use super::respond::{Body, Problem, full, json_response, sse_response};
 use super::state::AppState;
 use crate::describe::ToolDescription;
@@ -47,21 +48,25 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
-/// Live sessions of the session-based revisions, and their cancellable requests.
-#[derive(Default)]
+/// Live sessions of the session-based revisions, and their cancellable requests. A session
+/// belongs to the key that opened it: no other key can use or end it, each key holds at
+/// most `per_key`, and one unused for `ttl` ends.
 pub struct Sessions {
     sessions: Mutex<HashMap<String, Cancels>>,
+    per_key: usize,
+    ttl: Duration,
 }
 
-/// One session: when it was last used, and its in-flight requests that
+/// One session: its key, when it was last used, and its in-flight requests that
 /// `notifications/cancelled` can stop, by request id.
 pub struct Cancels {
-    last_used: std::time::Instant,
+    owner: String,
+    last_used: Instant,
     pending: HashMap<String, oneshot::Sender<()>>,
 }
 
-/// Sessions kept at most; beyond this the least recently used one is ended, so
-/// clients that never send DELETE cannot grow the server without bound.
+/// Sessions kept at most over all keys; beyond this the least recently used one is ended,
+/// so keys added through AUTOGLM_API_KEYS cannot together grow the server without bound.
 const MAX_SESSIONS: usize = 10_000;
 
 /// Where a message came from: its session (if any) and revision.
@@ -73,32 +78,60 @@ pub struct Context<'a> {
 }
 
 impl Sessions {
-    /// Open a session (for `initialize`, or one per stdio connection).
-    pub fn create(&self) -> String {
+    /// Sessions of at most `per_key` per key, each ending after `ttl` unused.
+    pub fn new(per_key: usize, ttl: Duration) -> Self {
+        Self { sessions: Mutex::default(), per_key: per_key.max(1), ttl }
+    }
+
+    /// Open a session for the key named `owner` (for `initialize`, or one per stdio
+    /// connection), ending that key's least recently used one when it holds `per_key`.
+    pub fn create(&self, owner: &str) -> String {
         // From the thread-local CSPRNG: a session id is a bearer secret for its session.
         let id = format!("{:032x}", rand::random::<u128>());
         let mut sessions = self.lock();
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) =
-                sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| id.clone())
+        let now = Instant::now();
+        sessions.retain(|_, s| now.duration_since(s.last_used) < self.ttl);
+        let owned = sessions.values().filter(|s| s.owner == owner).count();
+        let oldest = |sessions: &HashMap<String, Cancels>, only_owner: bool| {
+            (sessions.iter())
+                .filter(|(_, s)| !only_owner || s.owner == owner)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| id.clone())
+        };
+        if owned >= self.per_key
+            && let Some(oldest) = oldest(&sessions, true)
         {
             sessions.remove(&oldest);
         }
-        let session = Cancels { last_used: std::time::Instant::now(), pending: HashMap::new() };
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = oldest(&sessions, false)
+        {
+            sessions.remove(&oldest);
+        }
+        let session = Cancels { owner: owner.to_string(), last_used: now, pending: HashMap::new() };
         sessions.insert(id.clone(), session);
         id
     }
 
-    /// Whether session `id` is live; marks it used.
-    fn exists(&self, id: &str) -> bool {
+    /// Whether session `id` is live and belongs to `owner`; marks it used. An expired one
+    /// ends here.
+    fn exists(&self, id: &str, owner: &str) -> bool {
         let mut sessions = self.lock();
         let Some(session) = sessions.get_mut(id) else { return false };
-        session.last_used = std::time::Instant::now();
+        if session.last_used.elapsed() >= self.ttl {
+            sessions.remove(id);
+            return false;
+        }
+        if session.owner != owner {
+            return false;
+        }
+        session.last_used = Instant::now();
         true
     }
 
-    fn remove(&self, id: &str) -> bool {
-        self.lock().remove(id).is_some()
+    /// End session `id` of `owner`; false when there is none (or it is another key's).
+    fn remove(&self, id: &str, owner: &str) -> bool {
+        self.exists(id, owner) && self.lock().remove(id).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cancels>> {
@@ -137,7 +170,7 @@ pub async fn http(
 ) -> Result<Response<Body>, Problem> {
     let session = header_str(request, SESSION_HEADER).map(str::to_string);
     if let Some(id) = &session
-        && !state.mcp.exists(id)
+        && !state.mcp.exists(id, &admitted.client.name)
     {
         // The spec's answer to an unknown or ended session: start a new one.
         return Ok(json_response(
@@ -151,7 +184,10 @@ pub async fn http(
     }
     match request.method.clone() {
         Method::GET => match session {
-            Some(_) => Ok(list_changed_stream(state, None)),
+            Some(_) => {
+                let streaming = admitted.into_stream().map_err(Problem::from_refusal)?;
+                Ok(list_changed_stream(state, None, streaming))
+            }
             None => Ok(Response::builder()
                 .status(StatusCode::METHOD_NOT_ALLOWED)
                 .header(header::ALLOW, "POST, DELETE")
@@ -159,7 +195,7 @@ pub async fn http(
                 .expect("static headers are valid")),
         },
         Method::DELETE => match session {
-            Some(id) if state.mcp.remove(&id) => Ok(Response::builder()
+            Some(id) if state.mcp.remove(&id, &admitted.client.name) => Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(full(""))
                 .expect("valid")),
@@ -184,7 +220,7 @@ pub async fn http(
                     ));
                 }
             };
-            post(state, &admitted, session.as_deref(), header_version.as_deref(), message).await
+            post(state, admitted, session.as_deref(), header_version.as_deref(), message).await
         }
         _ => Err(CallError::new(ErrorKind::NotFound, "MCP accepts POST, GET and DELETE").into()),
     }
@@ -192,7 +228,7 @@ pub async fn http(
 
 async fn post(
     state: &AppState,
-    admitted: &Admitted,
+    admitted: Admitted,
     session: Option<&str>,
     header_version: Option<&str>,
     message: Value,
@@ -226,11 +262,12 @@ async fn post(
         return Ok(Response::builder().status(StatusCode::ACCEPTED).body(full("")).expect("valid"));
     };
     if method == "subscriptions/listen" {
-        return Ok(listen(state, id, &message));
+        let streaming = admitted.into_stream().map_err(Problem::from_refusal)?;
+        return Ok(listen(state, id, &message, streaming));
     }
-    let new_session = (method == "initialize").then(|| state.mcp.create());
+    let new_session = (method == "initialize").then(|| state.mcp.create(&admitted.client.name));
     let context = Context { session: new_session.as_deref().or(session), stateless };
-    let answer = respond_cancellable(state, admitted, &context, id, &message).await;
+    let answer = respond_cancellable(state, &admitted, &context, id, &message).await;
     let mut response = json_response(StatusCode::OK, &answer);
     if let Some(session) = new_session
         && let Ok(value) = header::HeaderValue::from_str(&session)
@@ -391,12 +428,12 @@ pub fn error_response(id: Value, code: i64, message: &str) -> Value {
 
 /// `subscriptions/listen` (stateless revision): acknowledge, then one
 /// `notifications/tools/list_changed` per change, until the client leaves.
-fn listen(state: &AppState, id: Value, message: &Value) -> Response<Body> {
+fn listen(state: &AppState, id: Value, message: &Value, streaming: Streaming) -> Response<Body> {
     let wanted = message
         .pointer("/params/notifications/toolsListChanged")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    list_changed_stream(state, Some(acknowledge(&id, wanted)))
+    list_changed_stream(state, Some(acknowledge(&id, wanted)), streaming)
 }
 
 /// The acknowledgement of `subscriptions/listen` request `id`, and the `_meta`
@@ -418,8 +455,14 @@ pub fn is_stateless(message: &Value) -> bool {
 }
 
 /// A stream that sends `first` (if any) and then a list-changed notification on
-/// every change of the tool set, ending when the server stops.
-fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -> Response<Body> {
+/// every change of the tool set, ending when the server stops or the client leaves. It is a
+/// subscription, so no request timeout ends it; `streaming` (held to its end) counts it
+/// against its key's concurrency and `server.streams_per_key`.
+fn list_changed_stream(
+    state: &AppState,
+    subscription: Option<(Value, Value)>,
+    streaming: Streaming,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel(16);
     let mut changes = state.invoker.plugins().changes();
     let mut stopping = state.stopping.subscribe();
@@ -429,6 +472,7 @@ fn list_changed_stream(state: &AppState, subscription: Option<(Value, Value)>) -
     };
     let first = subscription.map(|(ack, _)| ack.to_string());
     tokio::spawn(async move {
+        let _streaming = streaming;
         if *stopping.borrow_and_update() {
             return;
         }
@@ -470,16 +514,32 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_session_makes_room_for_a_new_one() {
-        let sessions = Sessions::default();
-        let first = sessions.create();
-        let second = sessions.create();
-        for _ in 2..MAX_SESSIONS {
-            sessions.create();
+        let sessions = Sessions::new(MAX_SESSIONS, Duration::from_secs(3600));
+        let key = |i: usize| format!("key-{}", i % 7);
+        let first = sessions.create(&key(0));
+        let second = sessions.create(&key(1));
+        for i in 2..MAX_SESSIONS {
+            sessions.create(&key(i));
         }
-        assert!(sessions.exists(&first), "touching the first makes the second the oldest");
-        sessions.create();
+        assert!(sessions.exists(&first, &key(0)), "touching the first makes the second the oldest");
+        sessions.create(&key(2));
         assert_eq!(sessions.lock().len(), MAX_SESSIONS);
-        assert!(sessions.exists(&first));
-        assert!(!sessions.exists(&second));
+        assert!(sessions.exists(&first, &key(0)));
+        assert!(!sessions.exists(&second, &key(1)));
+    }
+
+    #[test]
+    fn sessions_belong_to_their_key_are_capped_per_key_and_expire() {
+        let sessions = Sessions::new(2, Duration::from_millis(200));
+        let a1 = sessions.create("a");
+        let b1 = sessions.create("b");
+        assert!(!sessions.exists(&a1, "b") && !sessions.remove(&a1, "b"), "b cannot use a's");
+        assert!(sessions.exists(&a1, "a"), "and a's is still there");
+        let a2 = sessions.create("a");
+        let a3 = sessions.create("a");
+        assert!(!sessions.exists(&a1, "a"), "a's oldest ended at its cap of 2");
+        assert!(sessions.exists(&a2, "a") && sessions.exists(&a3, "a") && sessions.exists(&b1, "b"));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!sessions.exists(&b1, "b"), "unused past its ttl");
     }
 }

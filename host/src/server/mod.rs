@@ -210,8 +210,8 @@ async fn dispatch(
         _ => {}
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let refused = |r: access::Refusal| Problem { error: r.error, retry_after: r.retry_after };
-    let client = state.access.authenticate(authorization, Some(peer.ip())).map_err(refused)?;
+    let client =
+        state.access.authenticate(authorization, Some(peer.ip())).map_err(Problem::from_refusal)?;
     // The body first, under its own timeout, and only then a concurrency slot: a client
     // that uploads slowly holds no slot that other requests of its key need.
     let (parts, body) = request.into_parts();
@@ -223,7 +223,7 @@ async fn dispatch(
         }
         _ => Default::default(),
     };
-    let admitted = client.enter().map_err(refused)?;
+    let admitted = client.enter().map_err(Problem::from_refusal)?;
     match (parts.method.clone(), path.as_str()) {
         (Method::GET, "/metrics") => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
@@ -242,7 +242,7 @@ async fn dispatch(
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
             let trace = parts.extensions.get::<TraceContext>().cloned();
-            openai::chat(state, &admitted, parse_json(&body)?, trace).await
+            openai::chat(state, admitted, parse_json(&body)?, trace).await
         }
         (_, "/mcp") => mcp::http(state, admitted, &parts, body).await,
         _ => Err(CallError::new(

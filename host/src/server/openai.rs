@@ -6,12 +6,13 @@
 //! Without a model the chat route answers 503 `engine_unavailable`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::access::Admitted;
+use super::access::{Admitted, Streaming};
 use super::respond::{Body, Problem, json_response, sse_response};
 use super::state::AppState;
 use crate::agent::{Agent, AgentEvent, AgentRequest, Finish, Transcript};
@@ -41,7 +42,7 @@ fn bad(message: impl Into<String>) -> CallError {
 /// Chat completions.
 pub async fn chat(
     state: &AppState,
-    admitted: &Admitted,
+    admitted: Admitted,
     request: Value,
     trace: Option<TraceContext>,
 ) -> Result<Response<Body>, Problem> {
@@ -107,7 +108,9 @@ pub async fn chat(
         trace,
     };
     if stream {
-        return Ok(stream_agent(agent, run, reply));
+        let streaming = admitted.into_stream().map_err(Problem::from_refusal)?;
+        let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+        return Ok(stream_agent(agent, run, reply, streaming, timeout));
     }
     let outcome = agent.run(run, None).await?;
     let message = json!({"role": "assistant", "content": outcome.answer});
@@ -210,11 +213,24 @@ async fn client_turn(
 
 /// Stream the agent loop: answer text as content deltas, each finished step as a chunk
 /// carrying it under `autoglm.step` (clients that do not know it see an empty delta).
-fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: CompletionId) -> Response<Body> {
+/// The stream holds its key's concurrency slot and stream place (`streaming`) until it ends,
+/// and ends with a `timeout` error once `timeout` (`server.request_timeout_ms`) has passed.
+fn stream_agent(
+    agent: Arc<Agent>,
+    request: AgentRequest,
+    reply: CompletionId,
+    streaming: Streaming,
+    timeout: Duration,
+) -> Response<Body> {
     use tracing::Instrument;
     let (tx, rx) = mpsc::channel::<String>(64);
     let span = tracing::Span::current();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = json!({"error": {"type": "timeout", "code": "timeout", "message": format!(
+        "the request took longer than server.request_timeout_ms = {}", timeout.as_millis()
+    )}});
     tokio::spawn(async move {
+        let _streaming = streaming;
         let send = |value: Value| {
             let tx = tx.clone();
             async move { tx.send(value.to_string()).await.is_ok() }
@@ -223,8 +239,13 @@ fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: CompletionId) -
             return;
         }
         let (events, mut received) = mpsc::unbounded_channel();
-        let running = tokio::spawn(async move { agent.run(request, Some(events)).await }.in_current_span());
-        while let Some(event) = received.recv().await {
+        let mut running = tokio::spawn(async move { agent.run(request, Some(events)).await }.in_current_span());
+        loop {
+            let event = tokio::select! {
+                event = received.recv() => event,
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(event) = event else { break };
             let chunk = match event {
                 AgentEvent::Text(text) => reply.chunk(json!({"content": text}), None),
                 AgentEvent::Step(step) => {
@@ -238,17 +259,21 @@ fn stream_agent(agent: Arc<Agent>, request: AgentRequest, reply: CompletionId) -
                 return;
             }
         }
-        let last = match running.await {
-            Ok(Ok(outcome)) => {
+        let last = match tokio::time::timeout_at(deadline, &mut running).await {
+            Err(_) => {
+                running.abort();
+                timed_out
+            }
+            Ok(Ok(Ok(outcome))) => {
                 let mut chunk = reply.chunk(json!({}), Some(finish_reason(outcome.finish)));
                 chunk["usage"] = usage(outcome.prompt_tokens, outcome.completion_tokens);
                 chunk["autoglm"] = json!({"finish": outcome.finish});
                 chunk
             }
-            Ok(Err(e)) => {
+            Ok(Ok(Err(e))) => {
                 json!({"error": {"type": e.kind.as_str(), "code": e.kind.as_str(), "message": e.message}})
             }
-            Err(_) => {
+            Ok(Err(_)) => {
                 json!({"error": {"type": "engine_error", "message": "the request's task ended abnormally"}})
             }
         };

@@ -86,6 +86,11 @@ impl From<CallError> for Problem {
 }
 
 impl Problem {
+    /// The answer to a refused admission.
+    pub fn from_refusal(refusal: super::access::Refusal) -> Self {
+        Self { error: refusal.error, retry_after: refusal.retry_after }
+    }
+
     /// The response: the kind's status, `{"error": ...}` and its headers.
     pub fn into_response(self) -> Response<Body> {
         let status = StatusCode::from_u16(self.error.kind.http_status())

@@ -41,8 +41,11 @@ impl AppState {
         Ok(Self {
             invoker,
             access: Access::new(&settings, loopback)?,
+            mcp: mcp::Sessions::new(
+                settings.sessions_per_key,
+                std::time::Duration::from_millis(settings.session_ttl_ms),
+            ),
             settings,
-            mcp: mcp::Sessions::default(),
             stopping: watch::Sender::new(false),
             agent: None,
             model_stats: None,

@@ -5,7 +5,8 @@
 //!
 //! Split by capability, each concern in a module of its own: [`limits`] (memory cap, fuel,
 //! deadline), [`host_imports`] (the `autoglm:plugin/host` interface), [`wasi_0_2_filesystem`]
-//! (the audit of `open-at`, pinned to the WASI version it shadows), [`outbound`] (HTTP and
+//! (the audit of `open-at`, pinned to the WASI version it shadows), [`wasi_0_2_io`] (what a
+//! guest learns of host I/O errors), [`outbound`] (HTTP and
 //! its DNS check), [`capture`] (stdout/stderr), [`denials`] and [`admission`] (the
 //! per-plugin concurrency gate). [`warm`] is a benchmark baseline, never a serving path.
 
@@ -17,6 +18,7 @@ mod limits;
 mod outbound;
 pub mod warm;
 pub(crate) mod wasi_0_2_filesystem;
+pub(crate) mod wasi_0_2_io;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,7 +97,10 @@ impl Sandbox {
 
     /// Ask the component for its tools, under the same limits as a call.
     pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
-        match self.run("list-tools", Invocation::ListTools, None, &[], &mut Usage::default()).await? {
+        match self
+            .run("list-tools", Invocation::ListTools, None, &[], &mut Usage::default())
+            .await?
+        {
             Answered::Tools(tools) => Ok(tools),
             Answered::Called(_) => unreachable!("list-tools answers with tools"),
         }
@@ -271,7 +276,8 @@ impl Sandbox {
             wasi.env(key, value);
         }
         for dir in &self.policy.dirs {
-            let declared = needs.and_then(|n| n.directories.iter().find(|d| d.guest_path == dir.guest));
+            let declared =
+                needs.and_then(|n| n.directories.iter().find(|d| d.guest_path == dir.guest));
             let Some(declared) = declared else { continue };
             let writable = declared.access == Access::ReadWrite
                 && dir.mode == DirMode::ReadWrite
