@@ -273,6 +273,8 @@ pub struct LimitOverrides {
     pub concurrency: Option<usize>,
     /// Calls waiting for a slot before new ones are refused as `overloaded`.
     pub queue: Option<usize>,
+    /// Host resources (file descriptors, streams, HTTP requests) one call may hold at once.
+    pub resources: Option<usize>,
     /// Treat the plugin as an interpreted guest (larger default memory).
     pub interpreted: Option<bool>,
 }
@@ -296,7 +298,13 @@ pub struct Limits {
     pub concurrency: usize,
     /// Calls allowed to wait.
     pub queue: usize,
+    /// Host resources one call may hold at once.
+    pub resources: usize,
 }
+
+/// The largest linear memory cap a plugin can be given, in MiB: the size of one slot of the
+/// pooling allocator, which caps every instance whatever the config says.
+pub const MAX_MEMORY_MIB: u64 = 512;
 
 /// Components larger than this are taken to embed an interpreter (Python, JS).
 pub const INTERPRETED_SIZE_THRESHOLD: usize = 4 << 20;
@@ -331,7 +339,70 @@ impl LimitOverrides {
             // Wasm calls are CPU-bound: more than two per core only adds latency.
             concurrency: self.concurrency.or(defaults.concurrency).unwrap_or(2 * cores).max(1),
             queue: self.queue.or(defaults.queue).unwrap_or(256),
+            // Far above what a tool opens (a few files, a request or two), far below the
+            // million entries wasmtime allows, each of which holds host memory.
+            resources: self.resources.or(defaults.resources).unwrap_or(10_000),
         }
+    }
+
+    /// Refuse values that would make no sense or overflow (a deadline of centuries, a memory
+    /// cap above what an instance slot holds); `place` names the section for the message.
+    fn check(&self, place: &str) -> anyhow::Result<()> {
+        let checks: [(&str, Option<u64>, u64, u64); 9] = [
+            // A tool call a model waits on; longer work belongs in a task.
+            ("deadline_ms", self.deadline_ms, 1, 3_600_000),
+            ("fuel", self.fuel, 1, u64::MAX),
+            ("memory_mib", self.memory_mib, 1, MAX_MEMORY_MIB),
+            ("result_bytes", self.result_bytes.map(|v| v as u64), 1, 1 << 30),
+            ("log_bytes", self.log_bytes.map(|v| v as u64), 0, 1 << 30),
+            ("http_body_bytes", self.http_body_bytes.map(|v| v as u64), 1, 1 << 32),
+            ("concurrency", self.concurrency.map(|v| v as u64), 1, 100_000),
+            ("queue", self.queue.map(|v| v as u64), 0, 1_000_000),
+            ("resources", self.resources.map(|v| v as u64), 1, 1_000_000),
+        ];
+        for (key, value, low, high) in checks {
+            check_range(place, key, value, low, high)?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    /// Refuse settings that would make no sense or overflow a timer.
+    fn check(&self) -> anyhow::Result<()> {
+        const DAY_MS: u64 = 86_400_000;
+        let checks: [(&str, u64, u64, u64); 10] = [
+            ("body_limit_bytes", self.body_limit_bytes as u64, 1, 1 << 30),
+            ("request_timeout_ms", self.request_timeout_ms, 1, DAY_MS),
+            ("shutdown_grace_ms", self.shutdown_grace_ms, 0, DAY_MS),
+            ("body_read_timeout_ms", self.body_read_timeout_ms, 1, DAY_MS),
+            ("max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("idle_timeout_ms", self.idle_timeout_ms, 1, DAY_MS),
+            ("concurrency", self.concurrency as u64, 1, 100_000),
+            ("streams_per_key", self.streams_per_key as u64, 1, 100_000),
+            ("sessions_per_key", self.sessions_per_key as u64, 1, 100_000),
+            ("session_ttl_ms", self.session_ttl_ms, 1, 30 * DAY_MS),
+        ];
+        for (key, value, low, high) in checks {
+            check_range("[server]", key, Some(value), low, high)?;
+        }
+        Ok(())
+    }
+}
+
+/// `value` of `key` in `place`, when set, within `low..=high`.
+fn check_range(
+    place: &str,
+    key: &str,
+    value: Option<u64>,
+    low: u64,
+    high: u64,
+) -> anyhow::Result<()> {
+    match value {
+        Some(v) if v < low || v > high => {
+            anyhow::bail!("{place} {key} = {v} is out of range: use {low} to {high}")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -403,7 +474,10 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.limits.check("[limits]")?;
+        self.server.check()?;
         for (plugin, grants) in &self.plugins {
+            grants.limits.check(&format!("[plugins.{plugin}.limits]"))?;
             for dir in &grants.dirs {
                 anyhow::ensure!(
                     dir.quota_mib.is_none() || dir.mode == DirMode::ReadWrite,
@@ -467,6 +541,20 @@ mod tests {
         let both = Config::from_toml("[engine]\npooling = false\n[wasm]\npooling = true\n");
         assert!(both.unwrap_err().to_string().contains("keep only [wasm]"));
         assert!(Config::from_toml("[wasm]\npooling = false\n").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn limits_and_timeouts_out_of_range_are_refused_with_their_place() {
+        for (text, place) in [
+            ("[limits]\ndeadline_ms = 18446744073709551615\n", "[limits] deadline_ms"),
+            ("[plugins.a.limits]\nmemory_mib = 4096\n", "[plugins.a.limits] memory_mib"),
+            ("[plugins.a.limits]\nconcurrency = 0\n", "[plugins.a.limits] concurrency"),
+            ("[server]\nrequest_timeout_ms = 0\n", "[server] request_timeout_ms"),
+        ] {
+            let error = Config::from_toml(text).unwrap_err().to_string();
+            assert!(error.contains(place) && error.contains("out of range"), "{error}");
+        }
+        assert!(Config::from_toml("[limits]\ndeadline_ms = 3600000\n").is_ok());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Timeout,
     /// The guest tried to grow its memory past the cap.
     MemoryLimit,
+    /// The guest held more host resources (files, streams, requests) than its cap.
+    ResourceLimit,
     /// The result was larger than the output cap.
     OutputTooLarge,
     /// The guest trapped (panic, unreachable, stack overflow, ...).
@@ -72,6 +74,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::MemoryLimit => "memory_limit",
             Self::OutputTooLarge => "output_too_large",
+            Self::ResourceLimit => "resource_limit",
             Self::Trap => "trap",
             Self::PermissionDenied => "permission_denied",
             Self::Overloaded => "overloaded",
@@ -107,6 +110,7 @@ impl ErrorKind {
             Self::OutOfFuel
             | Self::MemoryLimit
             | Self::OutputTooLarge
+            | Self::ResourceLimit
             | Self::Trap
             | Self::IncompatiblePlugin
             | Self::EngineError => 500,

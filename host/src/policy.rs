@@ -192,6 +192,20 @@ impl HostAllowlist {
     pub fn allows_address(&self, ip: IpAddr) -> bool {
         self.allow_private || special_purpose(ip).is_none()
     }
+
+    /// The part of this list a tool that declares `declared` hosts may use: all of it for a
+    /// tool that declares `*`, else the declared hosts the list allows, nothing for a tool
+    /// that declares none.
+    pub fn narrowed_to(&self, declared: &[String]) -> HostAllowlist {
+        if declared.iter().any(|host| host == "*") {
+            return self.clone();
+        }
+        let entries = (declared.iter())
+            .map(|host| host.to_ascii_lowercase())
+            .filter(|host| self.allows_authority(host))
+            .collect();
+        HostAllowlist { entries, allow_private: self.allow_private }
+    }
 }
 
 /// The host part of `host[:port]`, `[v6]:port` included.
@@ -362,6 +376,17 @@ mod tests {
         assert!(list.allows_authority("127.0.0.1:8080"));
         assert!(!list.allows_authority("127.0.0.1:8081"));
         assert!(!list.allows_authority("example.com.evil.net"));
+    }
+
+    #[test]
+    fn a_tool_may_use_only_the_granted_hosts_it_declares() {
+        let granted = allowlist(&["example.com", "api.github.com"]);
+        let github = granted.narrowed_to(&["api.github.com".into()]);
+        assert!(github.allows_authority("api.github.com:443"));
+        assert!(!github.allows_authority("example.com"), "granted, not declared");
+        assert!(granted.narrowed_to(&["*".into()]).allows_authority("example.com"));
+        assert!(!granted.narrowed_to(&[]).allows_authority("example.com"), "declares none");
+        assert!(!granted.narrowed_to(&["evil.net".into()]).allows_authority("evil.net"));
     }
 
     #[test]

@@ -62,11 +62,16 @@ impl Target {
             return refuse(ErrorKind::PermissionDenied, missing);
         }
         let metered = plugin.sandbox.call(&tool.spec, &args.to_string()).await;
+        let broken = |message: String| {
+            CallError::new(ErrorKind::ToolError, message).at(&plugin.name, &tool.spec.name)
+        };
         let outcome = metered.outcome.and_then(|text| {
-            serde_json::from_str(&text).map_err(|e| {
-                CallError::new(ErrorKind::ToolError, format!("the tool returned invalid JSON: {e}"))
-                    .at(&plugin.name, &tool.spec.name)
-            })
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| broken(format!("the tool returned invalid JSON: {e}")))?;
+            tool.check_output(&value).map_err(|problems| {
+                broken(format!("the tool's result does not match its output schema: {problems}"))
+            })?;
+            Ok(value)
         });
         Metered { outcome, usage: metered.usage, elapsed: started.elapsed() }
     }

@@ -87,6 +87,30 @@ async fn memory_bombs_hit_the_memory_cap() {
 }
 
 #[tokio::test]
+async fn a_guest_hoarding_handles_hits_its_resource_cap() {
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("f.txt"), "x").unwrap();
+    let config = format!(
+        "{LIMITS}resources = 100\n[[plugins.hostile.dirs]]\nhost = {:?}\nguest = \"/data\"\n",
+        granted.path()
+    );
+    let (_dir, host) = hostile(&config).await;
+    let error = fails(&host, "hostile.hoard", json!({"path": "/data/f.txt"})).await;
+    assert_eq!(error.kind, ErrorKind::ResourceLimit, "{error}");
+    assert!(error.message.contains("limits.resources"), "{error}");
+    // The next call starts with a fresh table.
+    assert_eq!(call(&host, "hostile.echo", &json!({"text": "ok"})).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_result_that_breaks_its_output_schema_is_the_tools_error() {
+    let (_dir, host) = hostile(LIMITS).await;
+    let error = fails(&host, "hostile.lie", json!({"text": "not a number"})).await;
+    assert_eq!(error.kind, ErrorKind::ToolError, "{error}");
+    assert!(error.message.contains("output schema"), "{error}");
+}
+
+#[tokio::test]
 async fn recursion_traps_and_panics_are_traps() {
     let (_dir, host) = hostile(LIMITS).await;
     let error = fails(&host, "hostile.recurse", json!({})).await;

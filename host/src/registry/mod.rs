@@ -48,6 +48,7 @@ pub struct Tool {
     /// The output schema, parsed, when the plugin promises one.
     pub output_schema: Option<Value>,
     validator: jsonschema::Validator,
+    output_validator: Option<jsonschema::Validator>,
 }
 
 /// What identifies one version of a component file without reading it.
@@ -122,20 +123,32 @@ impl Registry {
 impl Tool {
     /// Check `args` against the tool's input schema; the message names the field.
     pub fn validate(&self, args: &Value) -> Result<(), String> {
-        let problems: Vec<String> = (self.validator.iter_errors(args))
-            .take(5)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                match at.is_empty() {
-                    true => e.to_string(),
-                    false => format!("{at}: {e}"),
-                }
-            })
-            .collect();
-        match problems.is_empty() {
-            true => Ok(()),
-            false => Err(problems.join("; ")),
-        }
+        problems(&self.validator, args)
+    }
+
+    /// Check a result against the output schema the tool promised, if it promised one:
+    /// clients trust that schema (MCP's `outputSchema`), so a result that breaks it is the
+    /// tool's error, not theirs.
+    pub fn check_output(&self, result: &Value) -> Result<(), String> {
+        self.output_validator.as_ref().map_or(Ok(()), |v| problems(v, result))
+    }
+}
+
+/// What is wrong with `value` under `validator`, the first few problems with their place.
+fn problems(validator: &jsonschema::Validator, value: &Value) -> Result<(), String> {
+    let problems: Vec<String> = (validator.iter_errors(value))
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            match at.is_empty() {
+                true => e.to_string(),
+                false => format!("{at}: {e}"),
+            }
+        })
+        .collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("; ")),
     }
 }
 
@@ -264,7 +277,13 @@ impl Tool {
         }
         let validator = jsonschema::validator_for(&input_schema)
             .map_err(|e| format!("tool `{name}` has an invalid input schema: {e}"))?;
-        Ok(Tool { spec, input_schema, output_schema, validator })
+        let output_validator = (output_schema.as_ref())
+            .map(|schema| {
+                jsonschema::validator_for(schema)
+                    .map_err(|e| format!("tool `{name}` has an invalid output schema: {e}"))
+            })
+            .transpose()?;
+        Ok(Tool { spec, input_schema, output_schema, validator, output_validator })
     }
 }
 

@@ -538,7 +538,9 @@ mod tests {
         let a2 = sessions.create("a");
         let a3 = sessions.create("a");
         assert!(!sessions.exists(&a1, "a"), "a's oldest ended at its cap of 2");
-        assert!(sessions.exists(&a2, "a") && sessions.exists(&a3, "a") && sessions.exists(&b1, "b"));
+        assert!(
+            sessions.exists(&a2, "a") && sessions.exists(&a3, "a") && sessions.exists(&b1, "b")
+        );
         std::thread::sleep(Duration::from_millis(250));
         assert!(!sessions.exists(&b1, "b"), "unused past its ttl");
     }

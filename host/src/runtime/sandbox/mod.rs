@@ -300,10 +300,14 @@ impl Sandbox {
         let denials = Denials::default();
         Ok(CallState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(self.limits.resources);
+                table
+            },
             http: WasiHttpCtx::new(),
             outbound: Outbound {
-                allow: self.policy.hosts.clone(),
+                allow: self.policy.hosts.narrowed_to(needs.map_or(&[], |n| &n.outbound_hosts)),
                 body_cap: self.limits.http_body_bytes,
                 denied: denials.clone(),
             },
@@ -345,6 +349,17 @@ impl Sandbox {
                     current >> 20,
                     desired.div_ceil(1 << 20),
                     self.limits.memory_bytes >> 20
+                ),
+            );
+        }
+        if error.downcast_ref::<wasmtime::component::ResourceTableError>().is_some() {
+            return self.error(
+                tool,
+                ErrorKind::ResourceLimit,
+                format!(
+                    "the guest held {} host resources (open files, streams, requests) at once, \
+                     its cap; raise plugins.{plugin}.limits.resources if it needs more",
+                    self.limits.resources
                 ),
             );
         }

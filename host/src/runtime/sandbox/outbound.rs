@@ -67,6 +67,10 @@ impl WasiHttpHooks for Outbound {
                     blocked.ip()
                 ));
             }
+            let mut request = request;
+            if let Some(checked) = addresses.first() {
+                pin_address(&mut request, *checked);
+            }
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             // A response larger than the cap ends in an error instead of filling memory.
@@ -82,5 +86,43 @@ impl WasiHttpHooks for Outbound {
             });
             Ok((capped, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
+    }
+}
+
+/// Send a plain-HTTP request to `checked`, the address whose check it passed: left to
+/// itself, the connection would resolve the name again, and a name rebound in between
+/// could land on an address that was never checked. The `Host` header keeps the name. An
+/// https request keeps its name, because TLS verifies the server against it: a rebound name
+/// reaches no server that holds a certificate for it.
+fn pin_address<B>(request: &mut http::Request<B>, checked: std::net::SocketAddr) {
+    if request.uri().scheme() != Some(&http::uri::Scheme::HTTP) {
+        return;
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.authority = checked.to_string().parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pin_address;
+
+    #[test]
+    fn plain_http_goes_to_the_checked_address_and_https_keeps_its_name() {
+        let checked = "93.184.215.14:80".parse().unwrap();
+        let mut plain = http::Request::get("http://example.com/a?b=1").body(()).unwrap();
+        pin_address(&mut plain, checked);
+        assert_eq!(plain.uri().to_string(), "http://93.184.215.14:80/a?b=1");
+        let mut tls = http::Request::get("https://example.com/a").body(()).unwrap();
+        pin_address(&mut tls, "93.184.215.14:443".parse().unwrap());
+        assert_eq!(tls.uri().to_string(), "https://example.com/a");
+        let mut v6 = http::Request::get("http://example.com/").body(()).unwrap();
+        pin_address(&mut v6, "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:80".parse().unwrap());
+        assert_eq!(
+            v6.uri().authority().unwrap().as_str(),
+            "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:80"
+        );
     }
 }

@@ -101,6 +101,15 @@ fn read_file(args: Path) -> Result<String, ToolError> {
     Ok(std::fs::read_to_string(&args.path)?)
 }
 
+fn hoard(args: Path) -> Result<usize, ToolError> {
+    // Open the same file again and again, keeping every handle.
+    let mut files = Vec::new();
+    loop {
+        files.push(std::fs::File::open(&args.path)?);
+        black_box(&files);
+    }
+}
+
 fn write_file(args: WriteFile) -> Result<(), ToolError> {
     Ok(std::fs::write(&args.path, args.text)?)
 }
@@ -117,6 +126,8 @@ fn sleep(args: Millis) -> Result<&'static str, ToolError> {
 fn tools() -> Vec<Tool> {
     vec![
         Tool::new("echo", "Return the text unchanged.", echo),
+        // Promises a number and returns text.
+        Tool::new("lie", "Return the text, promising a number.", echo).output::<u64>(),
         Tool::new("spin", "Loop forever without calling the host.", spin),
         Tool::new("chatty", "Loop forever calling a host import.", chatty),
         Tool::new("memory_bomb", "Allocate until something stops it.", memory_bomb),
@@ -127,6 +138,8 @@ fn tools() -> Vec<Tool> {
         Tool::new("flood_stdout", "Print `mb` megabytes to stdout, then succeed.", flood_stdout),
         // Declares read access to /data and tries any path.
         Tool::new("read_file", "Read any path.", read_file).directory("/data", Access::ReadOnly),
+        Tool::new("hoard", "Open a file of /data forever, keeping every handle.", hoard)
+            .directory("/data", Access::ReadOnly),
         // Declares nothing and writes anyway.
         Tool::new("write_file", "Write any path.", write_file),
         // Declares only read access to /data, then writes.
