@@ -207,8 +207,12 @@ pub async fn load_plugin(
     let cannot_read = |e| fail(ErrorKind::IncompatiblePlugin, format!("cannot read: {e}"));
     // Fingerprint first: a file replaced while we read it then differs on the next scan.
     let fingerprint = Fingerprint::of(path).map_err(cannot_read)?;
-    let bytes = std::fs::read(path).map_err(cannot_read)?;
-    let component = runtime.compile(&name, &bytes).map_err(|e| {
+    // Off the async workers, like the compilation: a component can be tens of MiB.
+    let bytes = tokio::fs::read(path).await.map_err(cannot_read)?;
+    let size = bytes.len();
+    // Compiling takes seconds for an interpreter-sized component; on the blocking pool
+    // the workers keep serving requests (and other plugins' calls) meanwhile.
+    let component = runtime.compile_off_thread(&name, bytes).await.map_err(|e| {
         fail(ErrorKind::IncompatiblePlugin, format!("not a valid WebAssembly component: {e:#}"))
     })?;
     let contract = check_contract(runtime, &component)
@@ -223,7 +227,7 @@ pub async fn load_plugin(
         )
     })?;
     let grants = config.grants(&name);
-    let limits = grants.limits.resolve(&config.limits, bytes.len());
+    let limits = grants.limits.resolve(&config.limits, size);
     let sandbox = Sandbox::new(pre, Policy::new(&name, &grants), limits)
         .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("{e:#}")))?;
     let specs = sandbox
@@ -243,7 +247,7 @@ pub async fn load_plugin(
     Ok(Plugin {
         name,
         path: path.to_path_buf(),
-        size: bytes.len(),
+        size,
         contract,
         imports,
         fingerprint,
