@@ -61,6 +61,19 @@ test: plugins test-plugins python-env templates-env
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
+# Hunt for bugs: the property tests and the loader fuzzer with far more cases than `just test`
+# runs (minutes once the release build exists), on new inputs each time. Failures print their
+# seed; failing properties are kept in host/tests/*.proptest-regressions, failing components in
+# target/tmp/loader-fuzz/. Override with PROPTEST_CASES, AUTOGLM_FUZZ_CASES, AUTOGLM_FUZZ_SEED.
+fuzz: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PROPTEST_CASES="${PROPTEST_CASES:-5000}"
+    export AUTOGLM_FUZZ_CASES="${AUTOGLM_FUZZ_CASES:-2000}"
+    export AUTOGLM_FUZZ_SEED="${AUTOGLM_FUZZ_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+    echo "just fuzz: PROPTEST_CASES=$PROPTEST_CASES AUTOGLM_FUZZ_CASES=$AUTOGLM_FUZZ_CASES AUTOGLM_FUZZ_SEED=$AUTOGLM_FUZZ_SEED"
+    cargo test --release -p autoglm-host --test properties --test loader_fuzz -- --nocapture
+
 # Run every benchmark and write bench/REPORT.md with its charts (`just bench --quick`: under
 # 5 minutes once built, without the ~1B-parameter engine case).
 bench *FLAGS: plugins test-plugins bench-guests

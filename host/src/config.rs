@@ -420,7 +420,13 @@ impl Config {
 
     /// Parse and validate config text; relative paths stay as written.
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        let mut config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            // The toml crate names a misplaced date-time by its own internal field.
+            anyhow::anyhow!(
+                "{}",
+                e.to_string().replace("unknown field `$__toml_private_datetime`", "a date-time")
+            )
+        })?;
         if let Some(old) = config.legacy_wasm.take() {
             anyhow::ensure!(
                 !toml::from_str::<toml::Table>(text)?.contains_key("wasm"),

@@ -123,6 +123,30 @@ impl Registry {
 impl Tool {
     /// Check `args` against the tool's input schema; the message names the field.
     pub fn validate(&self, args: &Value) -> Result<(), String> {
+        // A schema that forbids other keys and lists none (a tool without arguments) is
+        // reported at the root by the validator, without the key: name it here.
+        let properties = self.input_schema.get("properties").and_then(Value::as_object);
+        if self.input_schema["additionalProperties"] == false
+            && let Some(object) = args.as_object()
+        {
+            let unexpected: Vec<String> = (object.keys())
+                .filter(|key| !properties.is_some_and(|p| p.contains_key(*key)))
+                .map(|key| format!("`{key}`"))
+                .collect();
+            if !unexpected.is_empty() {
+                let takes: Vec<String> = properties
+                    .map(|p| p.keys().map(|k| format!("`{k}`")).collect())
+                    .unwrap_or_default();
+                let takes = match takes.is_empty() {
+                    true => "no arguments".to_string(),
+                    false => takes.join(", "),
+                };
+                return Err(format!(
+                    "unexpected argument {}; the tool takes {takes}",
+                    unexpected.join(", ")
+                ));
+            }
+        }
         problems(&self.validator, args)
     }
 
