@@ -2,6 +2,8 @@
 //! measured (tables, notes and chart data) as JSON under `$AUTOGLM_BENCH_OUT`, and
 //! `autoglm-bench-report` renders them into `bench/REPORT.md` with PNG charts.
 
+#![deny(missing_docs)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -155,7 +155,8 @@ impl Default for ServerSettings {
             body_read_timeout_ms: 10_000,
             // Well under the usual 1024 open files, which also hold plugins and the cache.
             max_connections: 512,
-            // Streams send a keep-alive comment every 15 s, so only dead connections idle.
+            // A request in flight (an event stream too) keeps its connection; this only
+            // reaps connections that hold nothing and say nothing.
             idle_timeout_ms: 60_000,
             login_failures_per_minute: 10,
             sessions_per_key: 100,

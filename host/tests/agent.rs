@@ -8,7 +8,7 @@ use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams};
 use autoglm_host::agent::{Agent, AgentRequest, Finish, TraceStep, Transcript};
 use autoglm_host::invoke::Allowlist;
 use autoglm_test_support::host::{
-    AGENT_PLUGINS, ServeProcess, demo_agent, demo_model, host, http, notes_config, plugins_dir,
+    AGENT_PLUGINS, QUESTIONS, ServeProcess, demo_agent, demo_model, host, http, notes_config, plugins_dir,
     target_dir,
 };
 
@@ -108,26 +108,19 @@ async fn a_failing_tool_goes_back_to_the_model_and_the_request_completes() {
 /// requests do one at a time.
 #[tokio::test(flavor = "multi_thread")]
 async fn sixteen_concurrent_requests_batched_equal_one_at_a_time() {
-    let questions: Vec<String> = [
-        "What's the weather in Paris?",
-        "Calculate 3*(4+5)",
-        "Convert 5 km to miles",
-        "Hello!",
+    // The shared eight, and eight more that reach the other tools and languages.
+    let more = [
         "天气 上海",
-        "Count the words in: the quick brown fox",
         "Slugify Hello World",
-        "What is 2^10?",
-        "How hot is it in Nairobi?",
         "sha256 of \"abc\"",
         "List my notes",
         "Encode hello in base64",
         "Convert 100 F to C",
-        "Who are you?",
         "Is it raining in London?",
         "Compute 81/9 please",
-    ]
-    .map(String::from)
-    .to_vec();
+    ];
+    let questions: Vec<String> = QUESTIONS.iter().chain(&more).map(|q| q.to_string()).collect();
+    assert_eq!(questions.len(), 16);
     let batched = setup(8).await;
     let running: Vec<_> = questions
         .iter()

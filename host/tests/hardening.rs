@@ -205,3 +205,15 @@ async fn an_mcp_session_belongs_to_the_key_that_opened_it() {
     assert_eq!(listed.status, 200, "{}", listed.body);
     assert!(listed.json()["result"]["tools"].is_array(), "{}", listed.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_is_not_an_idle_connection() {
+    let (server, _dir) = server("[server]\nidle_timeout_ms = 200\n").await;
+    let session = mcp_session(&server).await;
+    let (mut stream, status) = open_stream(server.addr, &session).await;
+    assert!(status.contains("200"), "{status}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
+    assert!(read.is_err(), "the stream was closed as idle: {read:?}");
+}

@@ -2,9 +2,9 @@
 //! has had no request in flight and no bytes moving for `server.idle_timeout_ms`.
 //!
 //! hyper closes a connection that is slow to send headers, but not one that sends nothing at
-//! all; so the socket is wrapped to note when bytes last moved, and requests count
-//! themselves in flight while their handler runs. Event streams keep themselves busy with
-//! keep-alive comments.
+//! all; so the socket is wrapped to note when bytes last moved, and a request counts as in
+//! flight from its handler's start until its response body is done (an event stream, for
+//! as long as it streams).
 
 use std::io;
 use std::pin::Pin;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// When a connection last moved a byte, and how many of its requests are being handled.
@@ -60,6 +61,39 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request in flight until the body is done or dropped.
+pub struct Guarded<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Guarded<B> {
+    /// `inner`, holding `in_flight`.
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
+        Self { inner, _in_flight: in_flight }
+    }
+}
+
+impl<B: Body + Unpin> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

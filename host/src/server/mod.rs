@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::error::{CallError, ErrorKind};
 use crate::trace::TraceContext;
-use connection::{Activity, Tracked};
+use connection::{Activity, Guarded, Tracked};
 use respond::{Body, Problem, full, json_response, parse_json, percent_decode, read_body};
 pub use state::AppState;
 
@@ -75,8 +75,7 @@ pub async fn serve(
                     let (state, in_flight) = (state.clone(), requests.request());
                     async move {
                         let response = handle(state, peer, request).await;
-                        drop(in_flight);
-                        Ok::<_, Infallible>(response)
+                        Ok::<_, Infallible>(response.map(|body| Guarded::new(body, in_flight)))
                     }
                 });
                 let io = TokioIo::new(Tracked::new(stream, activity.clone()));

@@ -30,8 +30,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-/// How often a quiet event stream sends a comment: it keeps the connection from counting
-/// as idle (`server.idle_timeout_ms`) and keeps proxies from cutting it.
+/// How often a quiet event stream sends a comment, so proxies between the client and the
+/// server do not take it for a dead connection and cut it.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A Server-Sent Events response fed by `events` (each item one `data:` payload); it ends
