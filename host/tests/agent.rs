@@ -8,8 +8,8 @@ use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams};
 use autoglm_host::agent::{Agent, AgentRequest, Finish, TraceStep, Transcript};
 use autoglm_host::invoke::Allowlist;
 use autoglm_test_support::host::{
-    AGENT_PLUGINS, QUESTIONS, ServeProcess, demo_agent, demo_model, host, http, notes_config, plugins_dir,
-    target_dir,
+    AGENT_PLUGINS, QUESTIONS, ServeProcess, demo_agent, demo_model, host, http, notes_config,
+    plugins_dir, target_dir,
 };
 
 struct Setup {
