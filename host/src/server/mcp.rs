@@ -185,7 +185,7 @@ pub async fn http(
     match request.method.clone() {
         Method::GET => match session {
             Some(_) => {
-                let streaming = admitted.into_stream().map_err(Problem::from_refusal)?;
+                let streaming = admitted.into_stream()?;
                 Ok(list_changed_stream(state, None, streaming))
             }
             None => Ok(Response::builder()
@@ -262,7 +262,7 @@ async fn post(
         return Ok(Response::builder().status(StatusCode::ACCEPTED).body(full("")).expect("valid"));
     };
     if method == "subscriptions/listen" {
-        let streaming = admitted.into_stream().map_err(Problem::from_refusal)?;
+        let streaming = admitted.into_stream()?;
         return Ok(listen(state, id, &message, streaming));
     }
     let new_session = (method == "initialize").then(|| state.mcp.create(&admitted.client.name));

@@ -209,8 +209,7 @@ async fn dispatch(
         _ => {}
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let client =
-        state.access.authenticate(authorization, Some(peer.ip())).map_err(Problem::from_refusal)?;
+    let client = state.access.authenticate(authorization, Some(peer.ip()))?;
     // The body first, under its own timeout, and only then a concurrency slot: a client
     // that uploads slowly holds no slot that other requests of its key need.
     let (parts, body) = request.into_parts();
@@ -222,7 +221,7 @@ async fn dispatch(
         }
         _ => Default::default(),
     };
-    let admitted = client.enter().map_err(Problem::from_refusal)?;
+    let admitted = client.enter()?;
     match (parts.method.clone(), path.as_str()) {
         (Method::GET, "/metrics") => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")

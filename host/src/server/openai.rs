@@ -108,7 +108,7 @@ pub async fn chat(
         trace,
     };
     if stream {
-        let streaming = admitted.into_stream().map_err(Problem::from_refusal)?;
+        let streaming = admitted.into_stream()?;
         let timeout = Duration::from_millis(state.settings.request_timeout_ms);
         return Ok(stream_agent(agent, run, reply, streaming, timeout));
     }

@@ -85,12 +85,13 @@ impl From<CallError> for Problem {
     }
 }
 
-impl Problem {
-    /// The answer to a refused admission.
-    pub fn from_refusal(refusal: super::access::Refusal) -> Self {
+impl From<super::access::Refusal> for Problem {
+    fn from(refusal: super::access::Refusal) -> Self {
         Self { error: refusal.error, retry_after: refusal.retry_after }
     }
+}
 
+impl Problem {
     /// The response: the kind's status, `{"error": ...}` and its headers.
     pub fn into_response(self) -> Response<Body> {
         let status = StatusCode::from_u16(self.error.kind.http_status())
