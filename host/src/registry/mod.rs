@@ -252,7 +252,16 @@ pub async fn load_plugin(
     })?;
     let grants = config.grants(&name);
     let limits = grants.limits.resolve(&config.limits, size);
-    let sandbox = Sandbox::new(pre, Policy::new(&name, &grants), limits)
+    // Measuring what the plugin's writable directories hold walks them: off the workers.
+    let policy = tokio::task::spawn_blocking({
+        let (name, grants) = (name.clone(), grants.clone());
+        move || Policy::new(&name, &grants)
+    })
+    .await
+    .map_err(|e| {
+        fail(ErrorKind::IncompatiblePlugin, format!("measuring its grants failed: {e}"))
+    })?;
+    let sandbox = Sandbox::new(pre, policy, limits)
         .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("{e:#}")))?;
     let specs = sandbox
         .list_tools()

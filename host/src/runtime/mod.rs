@@ -88,7 +88,7 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        sandbox::wasi_0_2_filesystem::audit(&mut linker)?;
+        sandbox::wasi_0_2_filesystem::hook(&mut linker)?;
         sandbox::wasi_0_2_io::describe_errors(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         contract::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;

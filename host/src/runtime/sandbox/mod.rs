@@ -5,7 +5,8 @@
 //!
 //! Split by capability, each concern in a module of its own: [`limits`] (memory cap, fuel,
 //! deadline), [`host_imports`] (the `autoglm:plugin/host` interface), [`wasi_0_2_filesystem`]
-//! (the audit of `open-at`, pinned to the WASI version it shadows), [`wasi_0_2_io`] (what a
+//! (the audit of `open-at` and the write-time hooks of [`quota`], pinned to the WASI version
+//! they shadow), [`wasi_0_2_io`] (what a
 //! guest learns of host I/O errors), [`outbound`] (HTTP and
 //! its DNS check), [`capture`] (stdout/stderr), [`denials`] and [`admission`] (the
 //! per-plugin concurrency gate). [`warm`] is a benchmark baseline, never a serving path.
@@ -16,6 +17,7 @@ mod denials;
 mod host_imports;
 mod limits;
 mod outbound;
+mod quota;
 pub mod warm;
 pub(crate) mod wasi_0_2_filesystem;
 pub(crate) mod wasi_0_2_io;
@@ -32,12 +34,13 @@ use crate::config::{DirMode, Limits};
 use crate::contract::{self as bindings, Access, Capabilities, ToolSpec};
 use crate::error::{CallError, ErrorKind};
 use crate::metered::{Metered, Usage};
-use crate::policy::{GrantedDir, Policy};
+use crate::policy::Policy;
 use admission::Gate;
 use capture::Capture;
 use denials::Denials;
 use limits::MemoryCap;
 use outbound::Outbound;
+use quota::Quotas;
 
 /// A plugin ready to be called: its linked component, grants and limits.
 pub struct Sandbox {
@@ -68,6 +71,7 @@ pub struct CallState {
     outbound: Outbound,
     memory: MemoryCap,
     denials: Denials,
+    quotas: Quotas,
     log_budget: usize,
     policy: Arc<Policy>,
     tool: String,
@@ -97,10 +101,7 @@ impl Sandbox {
 
     /// Ask the component for its tools, under the same limits as a call.
     pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
-        match self
-            .run("list-tools", Invocation::ListTools, None, &[], &mut Usage::default())
-            .await?
-        {
+        match self.run("list-tools", Invocation::ListTools, None, &mut Usage::default()).await? {
             Answered::Tools(tools) => Ok(tools),
             Answered::Called(_) => unreachable!("list-tools answers with tools"),
         }
@@ -120,32 +121,10 @@ impl Sandbox {
         args: &str,
         usage: &mut Usage,
     ) -> Result<String, CallError> {
-        let name = spec.name.as_str();
-        let full = self.full_dirs();
-        if let Some((dir, quota, used)) = (full.iter()).find(|(d, ..)| {
-            spec.capabilities
-                .directories
-                .iter()
-                .any(|n| n.guest_path == d.guest && n.access == Access::ReadWrite)
-        }) {
-            return Err(self.error(
-                name,
-                ErrorKind::PermissionDenied,
-                format!(
-                    "directory {} holds {} MiB, at its {} MiB quota; delete files or raise \
-                     quota_mib in [[plugins.{}.dirs]]",
-                    dir.guest,
-                    used >> 20,
-                    quota >> 20,
-                    self.plugin()
-                ),
-            ));
-        }
-        let tool = name;
-        let full: Vec<&str> = full.iter().map(|(d, ..)| d.guest.as_str()).collect();
+        let tool = spec.name.as_str();
         let invocation = Invocation::Call { tool, args };
         let needs = Some(&spec.capabilities);
-        let outcome = match self.run(tool, invocation, needs, &full, usage).await? {
+        let outcome = match self.run(tool, invocation, needs, usage).await? {
             Answered::Called(outcome) => outcome,
             Answered::Tools(_) => unreachable!("call answers with a result"),
         };
@@ -169,21 +148,12 @@ impl Sandbox {
         }
     }
 
-    /// Writable directories that are at their quota, with quota and usage.
-    fn full_dirs(&self) -> Vec<(&GrantedDir, u64, u64)> {
-        (self.policy.dirs.iter())
-            .filter_map(|d| d.full().map(|(quota, used)| (d, quota, used)))
-            .collect()
-    }
-
     /// Instantiate a fresh Store and run `body` in it under every limit.
-    /// Directories in `full` are at their quota and mounted read-only.
     async fn run(
         &self,
         what: &str,
         invocation: Invocation<'_>,
         needs: Option<&Capabilities>,
-        full: &[&str],
         usage: &mut Usage,
     ) -> Result<Answered, CallError> {
         let admission = self.gate.enter().ok_or_else(|| {
@@ -203,7 +173,7 @@ impl Sandbox {
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
         let deadline = Instant::now() + self.limits.deadline;
-        let mut store = self.store(what, &stdout, &stderr, needs, full, Some(deadline))?;
+        let mut store = self.store(what, &stdout, &stderr, needs, Some(deadline))?;
 
         let work = async {
             let plugin = self.pre.instantiate_async(&mut store).await?;
@@ -238,31 +208,29 @@ impl Sandbox {
     }
 
     /// A Store for one call, its budgets armed (see [`limits::arm`]), with what `needs`
-    /// declares of the grants (nothing when None); directories in `full` read-only.
+    /// declares of the grants (nothing when None).
     fn store(
         &self,
         what: &str,
         stdout: &Capture,
         stderr: &Capture,
         needs: Option<&Capabilities>,
-        full: &[&str],
         deadline: Option<Instant>,
     ) -> Result<Store<CallState>, CallError> {
-        let state = self.state(what, stdout, stderr, needs, full)?;
+        let state = self.state(what, stdout, stderr, needs)?;
         let mut store = Store::new(self.pre.engine(), state);
         limits::arm(&mut store, self.limits.fuel, deadline).map_err(|e| self.trap(what, e))?;
         Ok(store)
     }
 
     /// The Store's data for one call: what `needs` declares of the grants (nothing when
-    /// None); directories in `full` are mounted read-only.
+    /// None), writable directories under their quotas.
     fn state(
         &self,
         tool: &str,
         stdout: &Capture,
         stderr: &Capture,
         needs: Option<&Capabilities>,
-        full: &[&str],
     ) -> Result<CallState, CallError> {
         // A call sees only what its tool declares of the plugin's grants (the declaration
         // was checked against the grants before the call), at the lower of declared and
@@ -275,13 +243,16 @@ impl Sandbox {
         for (key, value) in env {
             wasi.env(key, value);
         }
+        let denials = Denials::default();
+        let mut quotas = Quotas::default();
         for dir in &self.policy.dirs {
             let declared =
                 needs.and_then(|n| n.directories.iter().find(|d| d.guest_path == dir.guest));
             let Some(declared) = declared else { continue };
-            let writable = declared.access == Access::ReadWrite
-                && dir.mode == DirMode::ReadWrite
-                && !full.contains(&dir.guest.as_str());
+            let writable = declared.access == Access::ReadWrite && dir.mode == DirMode::ReadWrite;
+            if let (true, Some(limit), Some(usage)) = (writable, dir.quota_bytes, &dir.usage) {
+                quotas.mount(&dir.guest, self.plugin(), limit, usage.clone(), &denials);
+            }
             let perms = if writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
                 self.error(
@@ -297,7 +268,6 @@ impl Sandbox {
                 )
             })?;
         }
-        let denials = Denials::default();
         Ok(CallState {
             wasi: wasi.build(),
             table: {
@@ -312,6 +282,7 @@ impl Sandbox {
                 denied: denials.clone(),
             },
             denials,
+            quotas,
             memory: MemoryCap { max: self.limits.memory_bytes, total: 0, peak: 0, hit: None },
             log_budget: self.limits.log_bytes,
             policy: self.policy.clone(),

@@ -35,7 +35,7 @@ impl Sandbox {
         const WHAT: &str = "warm-instance";
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
-        let mut store = self.store(WHAT, &stdout, &stderr, None, &[], None)?;
+        let mut store = self.store(WHAT, &stdout, &stderr, None, None)?;
         let plugin =
             self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(WHAT, e))?;
         Ok(WarmInstance { store, plugin, fuel: self.limits.fuel })

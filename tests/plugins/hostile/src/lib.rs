@@ -31,6 +31,15 @@ struct WriteFile {
 }
 
 #[derive(Deserialize, JsonSchema)]
+struct Disk {
+    /// `set_len`, `append`, `write_at` or `empty_files`.
+    op: String,
+    path: String,
+    /// The length, the offset or the number of files.
+    n: u64,
+}
+
+#[derive(Deserialize, JsonSchema)]
 struct Key {
     key: String,
 }
@@ -114,6 +123,41 @@ fn write_file(args: WriteFile) -> Result<(), ToolError> {
     Ok(std::fs::write(&args.path, args.text)?)
 }
 
+/// Grow a directory each way WASI can: a sparse file (`set-size`), appends through a
+/// stream, a byte far out (a write at an offset), or empty files until refused.
+fn disk(args: Disk) -> Result<u64, ToolError> {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = &args.path;
+    let open = || std::fs::OpenOptions::new().write(true).create(true).open(path);
+    match args.op.as_str() {
+        "set_len" => open()?.set_len(args.n)?,
+        "append" => {
+            let mut file = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+            let chunk = vec![7u8; 64 << 10];
+            let mut left = args.n;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64);
+                file.write_all(&chunk[..n as usize])?;
+                left -= n;
+            }
+        }
+        "write_at" => {
+            let mut file = open()?;
+            file.seek(SeekFrom::Start(args.n))?;
+            file.write_all(b"x")?;
+        }
+        "empty_files" => {
+            std::fs::create_dir_all(path)?;
+            for i in 0..args.n {
+                std::fs::File::create(format!("{path}/{i}"))
+                    .map_err(|e| ToolError::failed(format!("file {i}: {e}")))?;
+            }
+        }
+        other => return Err(ToolError::invalid(format!("no op `{other}`"))),
+    }
+    Ok(args.n)
+}
+
 fn env(args: Key) -> Result<Option<String>, ToolError> {
     Ok(std::env::var(&args.key).ok())
 }
@@ -145,6 +189,9 @@ fn tools() -> Vec<Tool> {
         // Declares only read access to /data, then writes.
         Tool::new("write_as_reader", "Write any path, declaring only reads.", write_file)
             .directory("/data", Access::ReadOnly),
+        Tool::new("disk", "Grow /data by `op`.", disk).directory("/data", Access::ReadWrite),
+        Tool::new("write_data", "Write a file of /data.", write_file)
+            .directory("/data", Access::ReadWrite),
         // Declares no variable and reads any.
         Tool::new("env", "Read an environment variable.", env),
         // Declares PATH and reads any variable.

@@ -7,9 +7,13 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{DirMode, PluginGrants};
 use crate::contract::{Access, ToolSpec};
+use quota::DiskUsage;
+
+pub mod quota;
 
 /// One plugin's grants.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +41,8 @@ pub struct GrantedDir {
     pub mode: DirMode,
     /// For writable directories, the most they may hold, in bytes.
     pub quota_bytes: Option<u64>,
+    /// For writable directories, what they hold now, charged as guests write.
+    pub usage: Option<Arc<DiskUsage>>,
 }
 
 /// Writable directories get this quota unless the config sets one: enough for
@@ -51,7 +57,8 @@ pub struct HostAllowlist {
 }
 
 impl Policy {
-    /// Resolve `grants` for `plugin`, reading granted environment variables now.
+    /// Resolve `grants` for `plugin`, reading granted environment variables now and
+    /// measuring what writable directories hold (a walk: call it off the async workers).
     pub fn new(plugin: &str, grants: &PluginGrants) -> Self {
         let env = (grants.env.iter())
             .filter_map(|key| std::env::var(key).ok().map(|value| (key.clone(), value)))
@@ -65,6 +72,7 @@ impl Policy {
                     mode: d.mode,
                     quota_bytes: (d.mode == DirMode::ReadWrite)
                         .then(|| d.quota_mib.unwrap_or(DEFAULT_QUOTA_MIB) << 20),
+                    usage: (d.mode == DirMode::ReadWrite).then(|| DiskUsage::measure(&d.host)),
                 })
                 .collect(),
             hosts: HostAllowlist {
@@ -83,6 +91,7 @@ impl Policy {
                 "path": d.guest,
                 "access": if d.mode == DirMode::ReadWrite { "rw" } else { "ro" },
                 "quota_bytes": d.quota_bytes,
+                "used_bytes": d.usage.as_ref().map(|u| u.bytes()),
             })).collect::<Vec<_>>(),
             "outbound_hosts": self.hosts.entries,
             "private_addresses": self.hosts.allow_private,
@@ -142,34 +151,6 @@ impl Policy {
         }
         None
     }
-}
-
-impl GrantedDir {
-    /// The quota and current usage of a writable directory that is full; `None`
-    /// when it has room (or no quota). The check runs before each call, so one
-    /// call that starts with room may overshoot by what it writes.
-    pub fn full(&self) -> Option<(u64, u64)> {
-        let quota = self.quota_bytes?;
-        let used = disk_usage(&self.host);
-        (used >= quota).then_some((quota, used))
-    }
-}
-
-/// Bytes in regular files under `dir`, without following symbolic links.
-fn disk_usage(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
-                Ok(meta) if meta.is_file() => total += meta.len(),
-                _ => {}
-            }
-        }
-    }
-    total
 }
 
 impl HostAllowlist {
