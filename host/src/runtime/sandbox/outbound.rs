@@ -2,7 +2,13 @@
 //! unless private ones are granted, response bodies capped.
 
 use std::future::Future;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
 
 use wasmtime_wasi_http::WasiHttpHooks;
 
@@ -67,14 +73,14 @@ impl WasiHttpHooks for Outbound {
                     blocked.ip()
                 ));
             }
-            let mut request = request;
-            if let Some(checked) = addresses.first() {
-                pin_address(&mut request, *checked);
-            }
+            let Some(&checked) = addresses.first() else {
+                return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+            };
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let response = send_to(request, options, checked).await?;
             // A response larger than the cap ends in an error instead of filling memory.
             let capped = response.map(|body| {
+                let body = body.map_err(wasmtime_wasi_http::Error::from);
                 http_body_util::Limited::new(body, body_cap)
                     .map_err(move |e| match e.downcast::<wasmtime_wasi_http::Error>() {
                         Ok(inner) => *inner,
@@ -84,45 +90,66 @@ impl WasiHttpHooks for Outbound {
                     })
                     .boxed_unsync()
             });
+            // The client's own task drives the connection; nothing is left to await.
+            let io = async { Ok(()) };
             Ok((capped, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }
 
-/// Send a plain-HTTP request to `checked`, the address whose check it passed: left to
-/// itself, the connection would resolve the name again, and a name rebound in between
-/// could land on an address that was never checked. The `Host` header keeps the name. An
-/// https request keeps its name, because TLS verifies the server against it: a rebound name
-/// reaches no server that holds a certificate for it.
-fn pin_address<B>(request: &mut http::Request<B>, checked: std::net::SocketAddr) {
-    if request.uri().scheme() != Some(&http::uri::Scheme::HTTP) {
-        return;
-    }
-    let mut parts = request.uri().clone().into_parts();
-    parts.authority = checked.to_string().parse().ok();
-    if let Ok(uri) = http::Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
-    }
+/// Send `request` to `checked`, the address whose check it passed. Left to itself, the
+/// connection would look the name up again, and a name rebound in between could land on
+/// an address that was never checked. The request keeps its name for the `Host` header
+/// and for TLS, which still verifies the server's certificate against it.
+async fn send_to(
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
+    options: Option<wasmtime_wasi_http::RequestOptions>,
+    checked: SocketAddr,
+) -> wasmtime_wasi_http::Result<http::Response<hyper::body::Incoming>> {
+    use wasmtime_wasi_http::Error;
+    // wasmtime-wasi-http's defaults when the guest sets no timeout; the call's
+    // deadline bounds every wait anyway.
+    let patience = Duration::from_secs(600);
+    let connect = options.and_then(|o| o.connect_timeout).unwrap_or(patience);
+    let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(patience);
+    let mut tcp = HttpConnector::new_with_resolver(Pinned(checked));
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(connect));
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    // No pool: a connection is one call's, and never outlives it for the next.
+    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(tls);
+    let sent = tokio::time::timeout(first_byte, client.request(request)).await;
+    sent.map_err(|_| Error::ConnectionReadTimeout)?.map_err(|e| {
+        use std::error::Error as _;
+        match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            _ if e.is_connect() => Error::Connect(std::io::Error::other(e.to_string())),
+            Some(io) => Error::Connect(std::io::Error::new(io.kind(), io.to_string())),
+            None => Error::InternalError(Some(e.to_string())),
+        }
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pin_address;
+/// A resolver that knows one answer: the address that was checked.
+#[derive(Clone)]
+struct Pinned(SocketAddr);
 
-    #[test]
-    fn plain_http_goes_to_the_checked_address_and_https_keeps_its_name() {
-        let checked = "93.184.215.14:80".parse().unwrap();
-        let mut plain = http::Request::get("http://example.com/a?b=1").body(()).unwrap();
-        pin_address(&mut plain, checked);
-        assert_eq!(plain.uri().to_string(), "http://93.184.215.14:80/a?b=1");
-        let mut tls = http::Request::get("https://example.com/a").body(()).unwrap();
-        pin_address(&mut tls, "93.184.215.14:443".parse().unwrap());
-        assert_eq!(tls.uri().to_string(), "https://example.com/a");
-        let mut v6 = http::Request::get("http://example.com/").body(()).unwrap();
-        pin_address(&mut v6, "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:80".parse().unwrap());
-        assert_eq!(
-            v6.uri().authority().unwrap().as_str(),
-            "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:80"
-        );
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::iter::Once<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<std::io::Result<Self::Response>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Name) -> Self::Future {
+        std::future::ready(Ok(std::iter::once(self.0)))
     }
 }

@@ -114,10 +114,8 @@ fn open_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
                     }
                     Err(_) => {}
                 }
-                if outcome.is_err() {
-                    if let Some(quota) = &quota {
-                        quota.refund(charged);
-                    }
+                if let (Err(_), Some(quota)) = (&outcome, &quota) {
+                    quota.refund(charged);
                 }
                 Ok((outcome,))
             })
@@ -261,10 +259,10 @@ fn entries(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
                 let (from, to) = (state.quotas.of(fd.rep()), state.quotas.of(new_fd.rep()));
                 // A second name in another quota'd directory would count the file's
                 // bytes there as well: across directories, a link is a copy's job.
-                if let (Some(from), Some(to)) = (&from, &to) {
-                    if !from.same(to) {
-                        return Ok((Err(ErrorCode::CrossDevice),));
-                    }
+                if let (Some(from), Some(to)) = (&from, &to)
+                    && !from.same(to)
+                {
+                    return Ok((Err(ErrorCode::CrossDevice),));
                 }
                 add_entry(to, async {
                     code(
@@ -360,7 +358,7 @@ fn rename_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> 
                 let across = !from.same(&to);
                 // Two turns are always taken in one order, so two renames in opposite
                 // directions cannot wait on each other.
-                let (first, second) = match Arc::as_ptr(&from.usage()) < Arc::as_ptr(&to.usage()) {
+                let (first, second) = match Arc::as_ptr(from.usage()) < Arc::as_ptr(to.usage()) {
                     true => (&from, &to),
                     false => (&to, &from),
                 };
