@@ -151,6 +151,19 @@ async fn overwrites_and_deletes_give_space_back() {
 }
 
 #[tokio::test]
+async fn a_deleted_file_counts_until_it_is_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let (_plugins, host) = hostile(data.path(), 1).await;
+    let args = json!({"op": "unlink_open", "path": "/data/held", "n": 600 << 10});
+    // The write made while the deleted file was still open was refused; the one made
+    // after it was closed fit.
+    refused_by_quota(&fails(&host, "hostile.disk", args).await);
+    assert_eq!(std::fs::metadata(data.path().join("held.late")).unwrap().len(), 600 << 10);
+    assert!(!data.path().join("held.early").exists());
+    assert_eq!(charged(&host, "hostile"), held(data.path()));
+}
+
+#[tokio::test]
 async fn what_is_already_there_counts_from_the_start() {
     let data = tempfile::tempdir().unwrap();
     for i in 0..300 {

@@ -26,7 +26,20 @@ pub fn footprint(size: u64) -> u64 {
 #[derive(Debug, Default)]
 pub struct DiskUsage {
     bytes: AtomicU64,
-    turn: tokio::sync::Mutex<()>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// Files of the directory that guests hold open, with what their deletion freed:
+    /// an unlinked file keeps its blocks until its last descriptor closes, and so does
+    /// its charge.
+    open: Mutex<HashMap<FileId, Held>>,
+}
+
+/// A file's identity (its device and inode, hashed), the same for every call.
+pub type FileId = (u64, u64);
+
+#[derive(Debug, Default)]
+struct Held {
+    descriptors: usize,
+    freed: u64,
 }
 
 impl DiskUsage {
@@ -37,15 +50,20 @@ impl DiskUsage {
         static TOTALS: LazyLock<Mutex<HashMap<PathBuf, Weak<DiskUsage>>>> =
             LazyLock::new(Default::default);
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let bytes = walk(&key);
-        let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
-        totals.retain(|_, total| total.strong_count() > 0);
-        let total = totals.get(&key).and_then(Weak::upgrade).unwrap_or_else(|| {
-            let total = Arc::new(DiskUsage::default());
-            totals.insert(key, Arc::downgrade(&total));
-            total
-        });
-        total.bytes.store(bytes, Ordering::Relaxed);
+        let total = {
+            let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+            totals.retain(|_, total| total.strong_count() > 0);
+            totals.get(&key).and_then(Weak::upgrade).unwrap_or_else(|| {
+                let total = Arc::new(DiskUsage::default());
+                totals.insert(key.clone(), Arc::downgrade(&total));
+                total
+            })
+        };
+        {
+            // Under the turn, so no change a running call measures is overwritten halfway.
+            let _turn = total.turn.blocking_lock();
+            total.bytes.store(walk(&key), Ordering::Relaxed);
+        }
         total
     }
 
@@ -68,9 +86,46 @@ impl DiskUsage {
     }
 
     /// The directory's turn: changes measured before and after hold it, so two of
-    /// them never measure one another's half-done work.
-    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.turn.lock().await
+    /// them never measure one another's half-done work. Owned, so a write handed to
+    /// another task keeps it until the write is done.
+    pub async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.turn.clone().lock_owned().await
+    }
+
+    /// A guest opened file `id`.
+    pub fn hold(&self, id: FileId) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().descriptors += 1;
+    }
+
+    /// A guest closed file `id`: what its deletion freed is given back with its last
+    /// descriptor.
+    pub fn release(&self, id: FileId) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(held) = open.get_mut(&id) else { return };
+        held.descriptors = held.descriptors.saturating_sub(1);
+        if held.descriptors == 0 {
+            let freed = open.remove(&id).map_or(0, |h| h.freed);
+            drop(open);
+            self.refund(freed);
+        }
+    }
+
+    /// Whether a guest holds file `id` open.
+    pub fn is_open(&self, id: FileId) -> bool {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id)
+    }
+
+    /// A name of file `id` that cost `bytes` was deleted: refunded now, or when the
+    /// last descriptor of the file closes if a guest holds it open.
+    pub fn free(&self, id: Option<FileId>, bytes: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        match id.and_then(|id| open.get_mut(&id)) {
+            Some(held) => held.freed = held.freed.saturating_add(bytes),
+            None => {
+                drop(open);
+                self.refund(bytes);
+            }
+        }
     }
 
     /// Correct a `charged` amount to what a change really did: the entry it touched
@@ -158,6 +213,15 @@ mod tests {
         let one = DiskUsage::measure(dir.path());
         let two = DiskUsage::measure(&dir.path().join("."));
         one.charge(BLOCK_BYTES, u64::MAX).unwrap();
+        // A deleted file held open is refunded when its last descriptor closes.
+        one.charge(3 * BLOCK_BYTES, u64::MAX).unwrap();
+        let file = (1, 2);
+        one.hold(file);
+        two.hold(file);
+        one.free(Some(file), 3 * BLOCK_BYTES);
+        one.release(file);
+        assert_eq!(one.bytes(), 4 * BLOCK_BYTES);
+        two.release(file);
         assert_eq!(two.bytes(), BLOCK_BYTES);
         assert_eq!(two.charge(BLOCK_BYTES, BLOCK_BYTES), Err(BLOCK_BYTES));
         two.refund(10 * BLOCK_BYTES);

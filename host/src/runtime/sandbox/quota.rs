@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
 use super::denials::Denials;
-use crate::policy::quota::{DiskUsage, footprint};
+use crate::policy::quota::{DiskUsage, FileId, footprint};
 
 /// ENOSPC, the errno a full quota reads as (the same number on Linux and macOS).
 const ENOSPC: i32 = 28;
@@ -57,8 +57,13 @@ impl Quota {
     }
 
     /// The directory's turn (see [`DiskUsage::turn`]).
-    pub(super) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(super) async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
         self.usage.turn().await
+    }
+
+    /// A name of file `id` that cost `bytes` was deleted (see [`DiskUsage::free`]).
+    pub(super) fn free(&self, id: Option<FileId>, bytes: u64) {
+        self.usage.free(id, bytes);
     }
 
     /// The directory's shared total.
@@ -77,39 +82,55 @@ impl Quota {
         Box::new(MeteredWriter { file, at, quota: self.clone(), state: WriterState::Ready })
     }
 
-    /// Write `bytes` at `at` (or the end): the position after it.
-    async fn write(
-        &self,
-        file: Arc<std::fs::File>,
-        at: Option<u64>,
-        bytes: Bytes,
-    ) -> std::io::Result<u64> {
+    /// Write `bytes` at `at` (or the end) on a task of its own, which holds the turn
+    /// until the write is made and measured, whoever stops waiting for it: the position
+    /// after it.
+    fn write(&self, file: Arc<std::fs::File>, at: Option<u64>, bytes: Bytes) -> Landing {
         use std::os::unix::fs::FileExt;
-        let _turn = self.turn().await;
         let quota = self.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let before = file.metadata()?.len();
-            let at = at.unwrap_or(before);
-            let end = at.saturating_add(bytes.len() as u64);
-            let charged = quota
-                .charge(footprint(before.max(end)) - footprint(before))
-                .map_err(|_| std::io::Error::from_raw_os_error(ENOSPC))?;
-            let written = file.write_all_at(&bytes, at);
-            let after = file.metadata().map_or(before.max(end), |m| m.len());
-            quota.settle(charged, footprint(before), footprint(after));
-            written.map(|()| end)
-        });
-        written.await.map_err(std::io::Error::other)?
+        tokio::spawn(async move {
+            let turn = quota.turn().await;
+            let written = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                let before = file.metadata()?.len();
+                let at = at.unwrap_or(before);
+                let end = at.saturating_add(bytes.len() as u64);
+                let charged = quota
+                    .charge(footprint(before.max(end)) - footprint(before))
+                    .map_err(|_| std::io::Error::from_raw_os_error(ENOSPC))?;
+                let written = file.write_all_at(&bytes, at);
+                let after = file.metadata().map_or(before.max(end), |m| m.len());
+                quota.settle(charged, footprint(before), footprint(after));
+                written.map(|()| end)
+            });
+            written.await.map_err(std::io::Error::other)?
+        })
     }
 }
+
+/// A write on its way: its task's answer is the position after it.
+type Landing = tokio::task::JoinHandle<std::io::Result<u64>>;
 
 /// Which descriptors of one call write into which quota. A descriptor is mapped when
 /// it is made (a preopen, or `open-at` under a mapped directory), so a resource index
 /// reused after a drop is always mapped afresh.
+///
+/// It also knows which files of quota'd directories the call holds open, so their
+/// directory refunds a deleted file only once it is closed; a call that ends (or is
+/// stopped) closes what it held.
 #[derive(Default)]
 pub(crate) struct Quotas {
     dirs: HashMap<String, Quota>,
     descriptors: HashMap<u32, Quota>,
+    files: HashMap<u32, (Arc<DiskUsage>, FileId)>,
+}
+
+impl Drop for Quotas {
+    fn drop(&mut self) {
+        for (usage, id) in self.files.values() {
+            usage.release(*id);
+        }
+    }
 }
 
 impl Quotas {
@@ -149,6 +170,21 @@ impl Quotas {
         };
     }
 
+    /// Descriptor `rep` is file `id` of `quota`'s directory.
+    pub(crate) fn holds(&mut self, rep: u32, quota: &Quota, id: FileId) {
+        quota.usage.hold(id);
+        if let Some((usage, id)) = self.files.insert(rep, (quota.usage.clone(), id)) {
+            usage.release(id);
+        }
+    }
+
+    /// Descriptor `rep` was closed.
+    pub(crate) fn closed(&mut self, rep: u32) {
+        if let Some((usage, id)) = self.files.remove(&rep) {
+            usage.release(id);
+        }
+    }
+
     /// The quota that descriptor `rep` writes into, if any.
     pub(crate) fn of(&self, rep: u32) -> Option<Quota> {
         self.descriptors.get(&rep).cloned()
@@ -159,8 +195,9 @@ impl Quotas {
 const WRITE_CAPACITY: usize = 64 << 10;
 
 /// A file's output stream that writes under its directory's quota. wasmtime-wasi's own
-/// file stream writes on a background task after `write` returns, past any check made
-/// then; this one makes the write when the guest waits for it, under the turn.
+/// file stream checks nothing when its background write lands; this one hands each
+/// write to a task that takes the directory's turn, charges, writes and measures, and
+/// reports the outcome to whoever asks next.
 struct MeteredWriter {
     file: Arc<std::fs::File>,
     at: Option<u64>,
@@ -170,24 +207,46 @@ struct MeteredWriter {
 
 enum WriterState {
     Ready,
-    Queued(Bytes),
+    Writing(Landing),
     Failed(std::io::Error),
     Closed,
 }
 
 impl MeteredWriter {
-    /// Make the queued write, if any; its failure is reported by the next operation.
-    async fn land(&mut self) {
-        if let WriterState::Queued(bytes) = std::mem::replace(&mut self.state, WriterState::Ready) {
-            match self.quota.write(self.file.clone(), self.at, bytes).await {
-                Ok(end) => self.at = self.at.map(|_| end),
-                Err(error) => self.state = WriterState::Failed(error),
+    /// Wait for the write on its way, if any. Cancel-safe: the write's task runs on
+    /// when this wait is dropped, and the next wait picks up its outcome.
+    async fn landed(&mut self) {
+        if let WriterState::Writing(landing) = &mut self.state {
+            let outcome = landing.await;
+            self.settle(outcome);
+        }
+    }
+
+    /// Take the outcome of a write that has landed, without waiting.
+    fn poll_landed(&mut self) {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        if let WriterState::Writing(landing) = &mut self.state {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(outcome) = std::pin::Pin::new(landing).poll(&mut cx) {
+                self.settle(outcome);
             }
         }
     }
 
-    /// The stream's standing: `Ok` when it may write, else the error to report (once).
+    fn settle(&mut self, outcome: Result<std::io::Result<u64>, tokio::task::JoinError>) {
+        match outcome.map_err(std::io::Error::other).and_then(|written| written) {
+            Ok(end) => {
+                self.at = self.at.map(|_| end);
+                self.state = WriterState::Ready;
+            }
+            Err(error) => self.state = WriterState::Failed(error),
+        }
+    }
+
+    /// `Ok` when the stream may go on, else the error to report (once, then closed).
     fn standing(&mut self) -> StreamResult<()> {
+        self.poll_landed();
         match std::mem::replace(&mut self.state, WriterState::Closed) {
             WriterState::Failed(error) => Err(StreamError::LastOperationFailed(error.into())),
             WriterState::Closed => Err(StreamError::Closed),
@@ -206,15 +265,15 @@ impl OutputStream for MeteredWriter {
         if !matches!(self.state, WriterState::Ready) || bytes.len() > WRITE_CAPACITY {
             return Err(StreamError::trap("write not permitted: check-write not called first"));
         }
-        self.state = WriterState::Queued(bytes);
+        self.state = WriterState::Writing(self.quota.write(self.file.clone(), self.at, bytes));
         Ok(())
     }
 
     async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.land().await;
+        self.landed().await;
         self.standing()?;
-        self.state = WriterState::Queued(bytes);
-        self.land().await;
+        self.state = WriterState::Writing(self.quota.write(self.file.clone(), self.at, bytes));
+        self.landed().await;
         self.standing()
     }
 
@@ -229,11 +288,17 @@ impl OutputStream for MeteredWriter {
             _ => 0,
         })
     }
+
+    /// Dropping the stream waits for its write, as wasmtime-wasi's file stream does: a
+    /// write the guest queued is made, not lost.
+    async fn cancel(&mut self) {
+        self.landed().await
+    }
 }
 
 #[async_trait::async_trait]
 impl Pollable for MeteredWriter {
     async fn ready(&mut self) {
-        self.land().await
+        self.landed().await
     }
 }

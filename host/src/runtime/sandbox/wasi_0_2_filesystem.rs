@@ -23,7 +23,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 
 use super::CallState;
 use super::quota::Quota;
-use crate::policy::quota::{BLOCK_BYTES, footprint};
+use crate::policy::quota::{BLOCK_BYTES, FileId, footprint};
 
 /// The WASI filesystem version whose operations the host hooks (wasmtime-wasi 48's).
 const FILESYSTEM: &str = "wasi:filesystem/types@0.2.12";
@@ -46,6 +46,16 @@ pub(crate) fn hook(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         Ok((dirs,))
     })?;
     let mut types = linker.instance(FILESYSTEM)?;
+    // Closing a descriptor lets its directory refund a deleted file it held open.
+    types.resource(
+        "descriptor",
+        wasmtime::component::ResourceType::host::<Descriptor>(),
+        |mut store: Store<'_>, rep: u32| {
+            let state = store.data_mut();
+            state.quotas.closed(rep);
+            HostDescriptor::drop(&mut state.filesystem(), Resource::new_own(rep))
+        },
+    )?;
     open_at(&mut types)?;
     writes(&mut types)?;
     entries(&mut types)?;
@@ -64,21 +74,22 @@ fn open_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let parent = fd.rep();
-                let quota = state.quotas.of(parent).filter(|_| {
-                    open.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE)
-                        && flags.contains(DescriptorFlags::WRITE)
-                });
-                let _turn = match &quota {
+                let quota = state.quotas.of(parent);
+                // wasmtime opens a file it creates or truncates writable whatever the
+                // descriptor flags ask, so those are charged whatever the flags say.
+                let changes = open.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE);
+                let changing = quota.as_ref().filter(|_| changes);
+                let _turn = match changing {
                     Some(quota) => Some(quota.turn().await),
                     None => None,
                 };
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-                let before = match &quota {
-                    Some(_) => stat_at(state, &fd, follow, &path).await.map(|s| cost(&s)),
+                let before = match changing {
+                    Some(_) => stat_at(state, &fd, follow, &path).await.map(|s| content(&s)),
                     None => None,
                 };
                 // A new file holds an inode before it holds a byte.
-                let charged = match (&quota, before) {
+                let charged = match (changing, before) {
                     (Some(quota), None) if open.contains(OpenFlags::CREATE) => {
                         match quota.charge(BLOCK_BYTES) {
                             Ok(charged) => charged,
@@ -100,9 +111,17 @@ fn open_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
                 match &outcome {
                     Ok(child) => {
                         state.quotas.opened(parent, child.rep());
-                        if let Some(quota) = &quota {
-                            let after = file_of(state, child).map_or(BLOCK_BYTES, |f| size(&f));
-                            quota.settle(charged, before.unwrap_or(0), footprint(after));
+                        let file = file_of(state, child);
+                        if let Some(quota) = changing {
+                            let after = file.as_ref().map_or(BLOCK_BYTES, |f| footprint(size(f)));
+                            quota.settle(charged, before.unwrap_or(0), after);
+                        }
+                        // An open file keeps its blocks when deleted: its directory
+                        // refunds them when the file is closed.
+                        if let (Some(quota), Some(_)) = (&quota, file)
+                            && let Some(id) = identity(state, child).await
+                        {
+                            state.quotas.holds(child.rep(), quota, id);
                         }
                     }
                     Err(code @ (ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly)) => {
@@ -114,7 +133,7 @@ fn open_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
                     }
                     Err(_) => {}
                 }
-                if let (Err(_), Some(quota)) = (&outcome, &quota) {
+                if let (Err(_), Some(quota)) = (&outcome, changing) {
                     quota.refund(charged);
                 }
                 Ok((outcome,))
@@ -293,10 +312,11 @@ fn entries(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
                 };
                 let _turn = quota.turn().await;
                 let freed = stat_at(state, &fd, false, &path).await.map_or(0, |s| cost(&s));
+                let id = identity_at(state, &fd, &path).await;
                 let outcome =
                     code(HostDescriptor::unlink_file_at(&mut state.filesystem(), fd, path).await)?;
                 if outcome.is_ok() {
-                    quota.refund(freed);
+                    quota.free(id, freed);
                 }
                 Ok((outcome,))
             })
@@ -308,10 +328,14 @@ fn entries(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let quota = state.quotas.of(fd.rep());
+                let _turn = match &quota {
+                    Some(quota) => Some(quota.turn().await),
+                    None => None,
+                };
                 let outcome = code(
                     HostDescriptor::remove_directory_at(&mut state.filesystem(), fd, path).await,
                 )?;
-                if let (Ok(()), Some(quota)) = (&outcome, quota) {
+                if let (Ok(()), Some(quota)) = (&outcome, &quota) {
                     quota.refund(BLOCK_BYTES);
                 }
                 Ok((outcome,))
@@ -370,14 +394,21 @@ fn rename_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> 
                 let source = stat_at(state, &fd, false, &old).await;
                 let target = stat_at(state, &new_fd, false, &new).await;
                 let moved = source.as_ref().map_or(0, cost);
-                if across && source.as_ref().is_some_and(|s| s.type_ == DescriptorType::Directory) {
+                // Only a plain file moves between two quotas: a directory's contents, a
+                // further name of a file, or a file still open (its descriptors charge
+                // where they were opened) would leave part of it counted on the wrong side.
+                let source_id = identity_at(state, &fd, &old).await;
+                let movable = source
+                    .as_ref()
+                    .is_some_and(|s| s.type_ != DescriptorType::Directory && s.link_count <= 1)
+                    && !source_id.is_some_and(|id| from.usage().is_open(id));
+                if across && !movable {
                     return Ok((Err(ErrorCode::CrossDevice),));
                 }
                 // Renaming a name onto another name of the same file changes nothing.
+                let target_id = identity_at(state, &new_fd, &new).await;
                 let replaced = match target {
-                    Some(target) if !same_file(state, &fd, &old, &new_fd, &new).await => {
-                        cost(&target)
-                    }
+                    Some(target) if target_id.is_none() || target_id != source_id => cost(&target),
                     _ => 0,
                 };
                 let charged = match across {
@@ -392,7 +423,7 @@ fn rename_at(types: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> 
                 )?;
                 match outcome {
                     Ok(()) => {
-                        to.refund(replaced);
+                        to.free(target_id, replaced);
                         if across {
                             from.refund(moved);
                         }
@@ -422,6 +453,14 @@ fn size(file: &std::fs::File) -> u64 {
     file.metadata().map_or(0, |m| m.len())
 }
 
+/// What the contents of the entry described by `stat` cost, whatever its names.
+fn content(stat: &DescriptorStat) -> u64 {
+    match stat.type_ {
+        DescriptorType::RegularFile => footprint(stat.size),
+        _ => BLOCK_BYTES,
+    }
+}
+
 /// What the entry described by `stat` costs: a file with one name its footprint, any
 /// other entry (a directory, a link, a further name of a file) one block.
 fn cost(stat: &DescriptorStat) -> u64 {
@@ -442,18 +481,19 @@ async fn stat_at(
     HostDescriptor::stat_at(&mut state.filesystem(), fd, flags, path.to_string()).await.ok()
 }
 
-/// Whether two paths name one file (their metadata hashes match).
-async fn same_file(state: &mut CallState, a: &Fd, a_path: &str, b: &Fd, b_path: &str) -> bool {
-    let mut hash = async |fd: &Fd, path: &str| {
-        let fd = Resource::new_borrow(fd.rep());
-        let view = &mut state.filesystem();
-        HostDescriptor::metadata_hash_at(view, fd, PathFlags::empty(), path.to_string())
-            .await
-            .ok()
-            .map(|h| (h.lower, h.upper))
-    };
-    let a = hash(a, a_path).await;
-    a.is_some() && a == hash(b, b_path).await
+/// The identity of the file at `path` under `fd` (the link itself, not its target).
+async fn identity_at(state: &mut CallState, fd: &Fd, path: &str) -> Option<FileId> {
+    let fd = Resource::new_borrow(fd.rep());
+    let view = &mut state.filesystem();
+    let hash = HostDescriptor::metadata_hash_at(view, fd, PathFlags::empty(), path.to_string());
+    hash.await.ok().map(|h| (h.lower, h.upper))
+}
+
+/// The identity of the open file `fd`.
+async fn identity(state: &mut CallState, fd: &Fd) -> Option<FileId> {
+    let fd = Resource::new_borrow(fd.rep());
+    let hash = HostDescriptor::metadata_hash(&mut state.filesystem(), fd).await;
+    hash.ok().map(|h| (h.lower, h.upper))
 }
 
 /// wasmtime-wasi's result as the guest receives it: an error code, or a trap.

@@ -32,7 +32,7 @@ struct WriteFile {
 
 #[derive(Deserialize, JsonSchema)]
 struct Disk {
-    /// `set_len`, `append`, `write_at` or `empty_files`.
+    /// `set_len`, `append`, `write_at`, `empty_files` or `unlink_open`.
     op: String,
     path: String,
     /// The length, the offset or the number of files.
@@ -152,6 +152,18 @@ fn disk(args: Disk) -> Result<u64, ToolError> {
                 std::fs::File::create(format!("{path}/{i}"))
                     .map_err(|e| ToolError::failed(format!("file {i}: {e}")))?;
             }
+        }
+        // Delete a file of `n` bytes while holding it open, try to fill its room, then
+        // close it and fill the room again.
+        "unlink_open" => {
+            let held = open()?;
+            (&held).write_all(&vec![1; args.n as usize])?;
+            std::fs::remove_file(path)?;
+            let early = std::fs::write(format!("{path}.early"), vec![2; args.n as usize]);
+            let _ = std::fs::remove_file(format!("{path}.early"));
+            drop(held);
+            std::fs::write(format!("{path}.late"), vec![3; args.n as usize])?;
+            early?;
         }
         other => return Err(ToolError::invalid(format!("no op `{other}`"))),
     }
