@@ -94,6 +94,33 @@ bench *FLAGS: plugins test-plugins bench-guests
     cargo bench -p autoglm-engine --bench engine -- $quick
     cargo run --release -p autoglm-bench --features report -- $quick
 
+# perf (Debian's linux-perf) samples on cpu-clock with DWARF unwinding; inferno draws.
+# Flame graphs of what each performance goal measures, into bench/flamegraphs/*.svg
+flamegraphs: plugins test-plugins bench-guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; }
+    tools="$PWD/target/flamegraph-tools"
+    [ -x "$tools/bin/inferno-flamegraph" ] || cargo install --locked --root "$tools" inferno@0.12.3
+    cargo build --release -p autoglm-host --example call_loop
+    cargo bench -p autoglm-host --no-run --bench http_throughput --bench startup 2>/dev/null
+    out=bench/flamegraphs; data=target/flamegraphs; mkdir -p "$out" "$data"
+    draw() { # NAME TITLE -- COMMAND...
+        local name=$1 title=$2; shift 3
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$data/$name.perf" -- "$@" >/dev/null
+        perf script --no-inline -i "$data/$name.perf" 2>/dev/null | "$tools/bin/inferno-collapse-perf" \
+            | "$tools/bin/inferno-flamegraph" --title "$title" --width 1400 > "$out/$name.svg"
+        echo "wrote $out/$name.svg"
+    }
+    for lang in rust python js; do
+        draw "fresh-$lang" "Fresh call of the $lang template's greet (call path, 2000 calls)" -- \
+            target/release/examples/call_loop "target/bench-guests/demo-$lang/demo-$lang.wasm" \
+            "demo-$lang.greet" '{"name": "World"}' 2000
+    done
+    bench() { ls -t target/release/deps/$1-* | grep -v '\.d$' | head -1; }
+    draw http "HTTP tool calls vs hello-world (http_throughput --quick)" -- "$(bench http_throughput)" --quick
+    draw startup "Cold and warm starts with 1, 10 and 50 plugins (startup --quick)" -- "$(bench startup)" --quick
+
 # The templates' demo tool in Rust, Python and JavaScript, built into target/bench-guests/
 # for the per-call benchmark (rebuilt when a template changes).
 bench-guests: templates-env

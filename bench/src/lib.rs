@@ -135,6 +135,20 @@ impl Table {
     }
 }
 
+/// Minor page faults of this process so far (Linux `/proc/self/stat`; 0 elsewhere).
+pub fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing parenthesis,
+    // where the third field (state) comes first and the tenth (minflt) eighth.
+    let fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    fields.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
+/// A goal's verdict in a report table: `met` or `missed`.
+pub fn verdict(met: bool) -> String {
+    if met { "met" } else { "missed" }.to_string()
+}
+
 /// Whether the bench runs in quick mode (`--quick` or `AUTOGLM_BENCH_QUICK`).
 pub fn quick() -> bool {
     std::env::args().any(|a| a == "--quick") || std::env::var_os("AUTOGLM_BENCH_QUICK").is_some()

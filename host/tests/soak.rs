@@ -24,9 +24,7 @@ const ROUNDS: usize = 8;
 fn request(client: usize, n: usize) -> (String, String, Expect) {
     let tool = |name: &str, args: Value| (format!("/v1/tools/{name}/call"), args.to_string());
     let (path, body) = match n % 13 {
-        0..=2 => {
-            tool("calculator.evaluate", json!({"expression": format!("{n} * 2 + {client}")}))
-        }
+        0..=2 => tool("calculator.evaluate", json!({"expression": format!("{n} * 2 + {client}")})),
         3 => {
             tool("notes.write", json!({"name": format!("c{client}"), "text": format!("note {n}")}))
         }
