@@ -157,8 +157,24 @@ pub fn agent(
     on_layer: impl FnMut(usize, usize),
 ) -> anyhow::Result<Option<ServedModel>> {
     let Some(opened) = crate::model::open(settings, on_layer)? else { return Ok(None) };
+    if let Some(prefix) = opened.stats.as_ref().and_then(|s| s.prefix.clone()) {
+        forget_prefixes_on_change(&invoker, prefix);
+    }
     let agent = Agent::new(opened.model, invoker, settings.max_steps);
     Ok(Some(ServedModel { agent: Arc::new(agent), stats: opened.stats }))
+}
+
+/// Empty the engine's prefix cache whenever the plugins change: the tools blocks its
+/// entries began are not rendered any more. Without a runtime (a one-shot command) nothing
+/// reloads, and there is nothing to watch.
+fn forget_prefixes_on_change(invoker: &Invoker, prefix: Arc<autoglm_engine::PrefixCache>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let mut changes = invoker.plugins().changes();
+    runtime.spawn(async move {
+        while changes.changed().await.is_ok() {
+            prefix.clear();
+        }
+    });
 }
 
 /// The wasmtime runtime `config` describes, caching compiled components where it says.

@@ -86,6 +86,9 @@ pub struct ModelSettings {
     pub batching: autoglm_engine::scheduler::BatchSettings,
     /// A remote OpenAI-compatible server to use instead of a local checkpoint.
     pub remote: Option<autoglm_engine::remote::RemoteSettings>,
+    /// MiB of keys and values the local engine keeps of prompt beginnings that requests
+    /// share (the system text and tools block); 0 turns the prefix cache off.
+    pub prefix_cache_mib: u64,
 }
 
 impl Default for ModelSettings {
@@ -96,6 +99,7 @@ impl Default for ModelSettings {
             max_steps: DEFAULT_MAX_STEPS,
             batching: Default::default(),
             remote: None,
+            prefix_cache_mib: autoglm_engine::DEFAULT_PREFIX_CACHE_BYTES >> 20,
         }
     }
 }

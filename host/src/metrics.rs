@@ -51,6 +51,8 @@ pub struct ModelCounters {
     pub tokens: usize,
     /// Requests refused because the queue was full.
     pub refused: usize,
+    /// The prefix cache's counters.
+    pub prefix: autoglm_engine::PrefixStats,
 }
 
 /// Every metric the host exports.
@@ -63,7 +65,7 @@ pub struct Metrics {
     in_flight: Gauge,
     http: Family<HttpLabels, Counter>,
     connections: Gauge,
-    model: [(&'static str, Gauge); 6],
+    model: [(&'static str, Gauge); 10],
 }
 
 impl Default for Metrics {
@@ -112,6 +114,10 @@ impl Default for Metrics {
             ),
             ("model_generated_tokens", "Tokens the local engine generated"),
             ("model_refused_requests", "Chat requests refused because the queue was full"),
+            ("model_prefix_cache_hits", "Prompts that reused cached blocks of an earlier prompt"),
+            ("model_prefix_cache_misses", "Prompts that found no cached beginning"),
+            ("model_prefix_cache_reused_tokens", "Prompt tokens whose prefill the cache skipped"),
+            ("model_prefix_cache_bytes", "Bytes of keys and values the prefix cache holds"),
         ]
         .map(|(name, help)| {
             let gauge = Gauge::default();
@@ -184,6 +190,10 @@ impl Metrics {
             counters.sequence_steps,
             counters.tokens,
             counters.refused,
+            counters.prefix.hits as usize,
+            counters.prefix.misses as usize,
+            counters.prefix.reused_tokens as usize,
+            counters.prefix.bytes as usize,
         ];
         for ((_, gauge), value) in self.model.iter().zip(values) {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));

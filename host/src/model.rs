@@ -28,8 +28,9 @@ pub fn open(
     }
     let Some(path) = &settings.path else { return Ok(None) };
     let device = settings.device.parse().map_err(anyhow::Error::msg)?;
-    let engine = autoglm_engine::Engine::load(path, device, on_layer)
+    let mut engine = autoglm_engine::Engine::load(path, device, on_layer)
         .with_context(|| format!("cannot load the model in {}", path.display()))?;
+    engine.set_prefix_cache_budget(settings.prefix_cache_mib.saturating_mul(1 << 20));
     let local = LocalModel::new(engine, settings.batching.clone());
     let stats = local.stats().clone();
     Ok(Some(OpenedModel { model: Arc::new(local), stats: Some(stats) }))
@@ -59,5 +60,6 @@ pub fn counters(stats: &SchedulerStats) -> ModelCounters {
         sequence_steps: stats.sequence_steps.load(Relaxed),
         tokens: stats.tokens.load(Relaxed),
         refused: stats.refused.load(Relaxed),
+        prefix: stats.prefix.as_ref().map(|p| p.stats()).unwrap_or_default(),
     }
 }

@@ -209,3 +209,50 @@ async fn a_remote_engine_chooses_the_tools_and_they_run_here() {
         "{there}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_tools_empties_the_prefix_cache() {
+    let plugins = plugins_dir(AGENT_PLUGINS);
+    let notes = tempfile::tempdir().unwrap();
+    let host = host(&notes_config(notes.path()), plugins.path()).await;
+    let settings = autoglm_host::config::ModelSettings {
+        path: Some(autoglm_test_support::host::demo_model()),
+        ..Default::default()
+    };
+    let served = host.agent(&settings, |_, _| {}).unwrap().expect("a local model");
+    let prefix = served.stats.as_ref().and_then(|s| s.prefix.clone()).expect("a prefix cache");
+    let watch = host.plugins.watch().unwrap();
+    let mut changes = host.plugins.changes();
+
+    // Two questions behind the same system text (the demo model is trained without a tools
+    // block, so the text stands in for one): the second prefills only its own part.
+    let system = "You are a careful assistant for a weather, units and arithmetic desk. ".repeat(3);
+    for question in ["What is the weather in Paris?", "What is 2 + 3?"] {
+        let request = AgentRequest {
+            messages: vec![
+                ChatMessage::new(Role::System, &system),
+                ChatMessage::new(Role::User, question),
+            ],
+            params: SamplingParams::greedy(32),
+            priority: Priority::Interactive,
+            allowlist: Allowlist::everything("test"),
+            trace: None,
+        };
+        served.agent.run(request, None).await.unwrap();
+    }
+    let warm = prefix.stats();
+    assert!(warm.hits >= 1 && warm.reused_tokens > 0 && warm.bytes > 0, "{warm:?}");
+
+    // A plugin leaves: the tools block those blocks began is gone, and so are they.
+    std::fs::remove_file(plugins.path().join("text.wasm")).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), changes.changed())
+        .await
+        .expect("the registry saw the change")
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while prefix.stats().bytes > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(prefix.stats().bytes, 0, "the cache still holds the old tools block");
+    drop(watch);
+}

@@ -111,3 +111,34 @@ async fn a_key_allowed_only_the_calculator_is_never_offered_the_weather() {
         .unwrap_or("0");
     assert!(passes.parse::<u64>().unwrap() > 0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_prefix_cache_counts_what_it_reused_in_metrics() {
+    let plugins = plugins_dir(&["weather"]);
+    let notes = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_model(
+        notes_config(notes.path()),
+        plugins.path(),
+        model(BatchSettings::default()),
+    )
+    .await;
+    let system = "You answer questions about the weather, briefly and politely. ".repeat(3);
+    for question in ["Weather in Oslo?", "Weather in Lima?"] {
+        let body = json!({"max_tokens": 8, "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": question},
+        ]});
+        assert_eq!(chat(&server, &[], body).await.status, 200);
+    }
+    let metrics = http(server.addr, "GET", "/metrics", &[], "").await.body;
+    let value = |name: &str| {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("autoglm_{name} ")));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<u64>().ok())
+    };
+    // Only the first turn of the first request finds nothing: every later turn (a tool's
+    // result goes back as a new prompt) and the second request begin with cached blocks.
+    assert_eq!(value("model_prefix_cache_misses"), Some(1), "{metrics}");
+    assert!(value("model_prefix_cache_hits").unwrap_or(0) >= 1, "{metrics}");
+    assert!(value("model_prefix_cache_reused_tokens").unwrap_or(0) >= 32, "{metrics}");
+    assert!(value("model_prefix_cache_bytes").unwrap_or(0) > 0, "{metrics}");
+}

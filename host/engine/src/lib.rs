@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod constrain;
 pub mod model;
 pub mod parse;
+pub mod prefix;
 pub mod remote;
 pub mod sample;
 pub mod scheduler;
@@ -23,6 +24,7 @@ pub mod weights;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, IndexOp};
@@ -31,6 +33,7 @@ pub use checkpoint::{Architecture, ModelConfig};
 pub use constrain::{CallGrammar, Verdict};
 pub use model::{BatchItem, GlmModel, Kernels, KvCache};
 pub use parse::{Reply, StreamParser, parse_reply};
+pub use prefix::{PrefixCache, PrefixStats};
 pub use sample::{Sampler, SamplingParams};
 pub use template::{ChatMessage, ChatTemplate, Role, ToolCall, ToolDef};
 pub use tokenizer::{GlmTokenizer, TextStream};
@@ -205,6 +208,10 @@ pub struct ModelInfo {
     pub jinja_template: bool,
 }
 
+/// The prefix cache's budget unless the operator sets one: room for the tools blocks of
+/// a few tool sets on a small model, little beside a large model's weights.
+pub const DEFAULT_PREFIX_CACHE_BYTES: u64 = 256 << 20;
+
 /// A loaded model with everything needed to chat with it.
 pub struct Engine {
     model: GlmModel,
@@ -214,6 +221,7 @@ pub struct Engine {
     stop: Vec<u32>,
     copy_arguments: HashMap<String, Vec<String>>,
     info: ModelInfo,
+    prefix: Arc<PrefixCache>,
 }
 
 /// Why a sequence stopped.
@@ -333,7 +341,19 @@ impl Engine {
         stop.sort_unstable();
         stop.dedup();
         let copy_arguments = config.autoglm.copy_arguments.clone();
-        Self { model, tokenizer, template, defaults, stop, copy_arguments, info }
+        let prefix = Arc::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES));
+        Self { model, tokenizer, template, defaults, stop, copy_arguments, info, prefix }
+    }
+
+    /// Bound the prefix cache to `bytes` of keys and values (0 turns it off), emptying it.
+    pub fn set_prefix_cache_budget(&mut self, bytes: u64) {
+        self.prefix = Arc::new(PrefixCache::new(bytes));
+    }
+
+    /// The prefix cache, to read its counters or empty it when the prompts it began
+    /// (a tools block) are not made any more.
+    pub fn prefix_cache(&self) -> &Arc<PrefixCache> {
+        &self.prefix
     }
 
     /// Facts about the model.
@@ -381,11 +401,13 @@ impl Engine {
         if prompt.is_empty() || prompt.len() >= limit {
             return Err(EngineError::ContextOverflow { tokens: prompt.len(), limit });
         }
+        let mut cache = self.model.new_cache();
+        let reused = self.prefix.restore(&prompt, &mut cache)?;
         Ok(Sequence {
             prompt_len: prompt.len(),
-            pending: prompt.clone(),
+            pending: prompt[reused..].to_vec(),
             tokens: prompt,
-            cache: self.model.new_cache(),
+            cache,
             sampler: Sampler::new(params),
             max_new_tokens: params.max_new_tokens,
             finish: None,
@@ -439,6 +461,10 @@ impl Engine {
         };
         for (row, &i) in active.iter().enumerate() {
             let seq = &mut *sequences[i];
+            if seq.tokens.len() == seq.prompt_len {
+                // Just prefilled: the prompt's whole blocks can start later prompts.
+                self.prefix.store(&seq.tokens, &seq.cache)?;
+            }
             let token = self.choose(seq, &logits.i(row)?)?;
             if self.stop.contains(&token) {
                 seq.finish = Some(FinishReason::Stop(token));

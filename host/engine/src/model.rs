@@ -31,6 +31,26 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Copies of the keys and values of positions `start..start + len`, one pair per layer.
+    pub(crate) fn copy_range(&self, start: usize, len: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        let part = |t: Option<Tensor>| match t {
+            // Always a copy: the cache's own buffer is written again if it is ever reset.
+            Some(t) => t.narrow(2, start, len)?.force_contiguous(),
+            None => candle_core::bail!("the cache holds no positions to copy"),
+        };
+        (self.layers.iter()).map(|l| Ok((part(l.k()?)?, part(l.v()?)?))).collect()
+    }
+
+    /// Append runs of positions (each as [`KvCache::copy_range`] gives them) in order.
+    pub(crate) fn extend(&mut self, runs: &[Vec<(Tensor, Tensor)>]) -> Result<()> {
+        for (n, layer) in self.layers.iter_mut().enumerate() {
+            let keys: Vec<&Tensor> = runs.iter().map(|r| &r[n].0).collect();
+            let values: Vec<&Tensor> = runs.iter().map(|r| &r[n].1).collect();
+            layer.append(&Tensor::cat(&keys, 2)?, &Tensor::cat(&values, 2)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// One sequence's part of a batched forward pass: the tokens to add and its cache.

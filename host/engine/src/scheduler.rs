@@ -9,6 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+
+use crate::prefix::PrefixCache;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::turn::{Priority, TurnRequest};
@@ -79,6 +81,8 @@ pub struct SchedulerStats {
     pub tokens: AtomicUsize,
     /// Requests refused because the queue was full.
     pub refused: AtomicUsize,
+    /// The engine's prefix cache, for its counters and for emptying it.
+    pub prefix: Option<Arc<PrefixCache>>,
 }
 
 struct Waiting {
@@ -123,7 +127,10 @@ impl Scheduler {
             queues: Mutex::new(Queues::default()),
             wake: Condvar::new(),
             settings,
-            stats: Arc::default(),
+            stats: Arc::new(SchedulerStats {
+                prefix: Some(engine.prefix_cache().clone()),
+                ..SchedulerStats::default()
+            }),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()

@@ -597,3 +597,43 @@ fn the_training_pass_with_a_shared_prefix_matches_inference() {
     let diff = max_abs_diff(&shared.i(0).unwrap(), &unshared.i((0, prefix.len()..)).unwrap());
     assert!(diff <= 1e-4, "shared and unshared training passes differ by {diff}");
 }
+
+#[test]
+fn a_shared_prompt_beginning_is_prefilled_once_and_changes_nothing() {
+    let dir = model_dir("Glm4ForCausalLM", 6);
+    let cached = Engine::load(dir.path(), DeviceChoice::Cpu, |_, _| {}).unwrap();
+    let mut plain = Engine::load(dir.path(), DeviceChoice::Cpu, |_, _| {}).unwrap();
+    plain.set_prefix_cache_budget(0);
+    // The system text and tools block every request to one tool set begins with.
+    let system = format!(
+        "[gMASK]<sop><|system|>\n{}",
+        "Tools: weather(city), calculator(expression), units(value, from, to). ".repeat(3)
+    );
+    let questions =
+        ["what is the weather in Paris?", "add 2 and 3", "what is the weather in Paris?"];
+    let params = SamplingParams::greedy(12);
+    for question in questions {
+        let prompt = format!("{system}<|user|>\n{question}<|assistant|>");
+        let with = cached.generate(&prompt, &params, |_| {}).unwrap();
+        let without = plain.generate(&prompt, &params, |_| {}).unwrap();
+        assert_eq!(with.tokens, without.tokens, "{question}: the cache changed the answer");
+    }
+    let stats = cached.prefix_cache().stats();
+    assert_eq!((stats.misses, stats.hits), (1, 2), "{stats:?}");
+    // The second prompt skips the whole blocks it shares with the first (the system text);
+    // the third, the first again, every whole block but the one holding its last token.
+    let block = autoglm_engine::prefix::BLOCK;
+    let tokens: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| cached.tokenizer().encode(&format!("{system}<|user|>\n{q}<|assistant|>")).unwrap())
+        .collect();
+    let common = tokens[0].iter().zip(&tokens[1]).take_while(|(a, b)| a == b).count();
+    let shared = (common / block).min((tokens[1].len() - 1) / block);
+    let again = (tokens[2].len() - 1) / block;
+    assert!(shared >= 2, "the test's system text spans several blocks");
+    assert_eq!(stats.reused_tokens as usize, (shared + again) * block, "{stats:?}");
+    assert!(stats.bytes > 0);
+    assert_eq!(plain.prefix_cache().stats(), autoglm_engine::PrefixStats::default());
+    cached.prefix_cache().clear();
+    assert_eq!(cached.prefix_cache().stats().bytes, 0);
+}
