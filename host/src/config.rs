@@ -76,7 +76,8 @@ pub fn default_cache_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
-    /// A local GLM-4 family checkpoint directory (relative to the working directory).
+    /// A local checkpoint (relative to the working directory): a GLM-4 family safetensors
+    /// directory, a .gguf file, or a directory holding one .gguf.
     pub path: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N` for the local checkpoint.
     pub device: String,

@@ -124,7 +124,8 @@ enum PluginCommand {
 /// Which language model answers (overrides the config's `[model]`).
 #[derive(Args)]
 struct ModelArgs {
-    /// A local GLM-4 family checkpoint directory.
+    /// A local checkpoint: a GLM-4 family safetensors directory, a .gguf file (glm4 or llama),
+    /// or a directory holding one .gguf.
     #[arg(long, env = "AUTOGLM_MODEL")]
     model: Option<PathBuf>,
     /// An OpenAI-compatible server to use as the model instead, e.g. http://vllm:8000/v1.

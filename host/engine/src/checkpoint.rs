@@ -112,6 +112,10 @@ pub struct ModelConfig {
     /// This project's own settings, for models made for it.
     #[serde(default)]
     pub autoglm: AutoglmSettings,
+    /// The rotary width in channels where the checkpoint states it so (a GGUF's
+    /// `rope.dimension_count`) rather than as a fraction, which need not round-trip.
+    #[serde(skip)]
+    pub rotary_channels: Option<usize>,
 }
 
 /// `eos_token_id` is a number in some checkpoints and a list in others.
@@ -193,10 +197,11 @@ impl ModelConfig {
 
     /// How many leading dimensions of each head the rotary embedding turns.
     pub fn rotary_dim(&self) -> usize {
-        (self.partial_rotary_factor * self.head_dim() as f64) as usize
+        self.rotary_channels
+            .unwrap_or((self.partial_rotary_factor * self.head_dim() as f64) as usize)
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -220,6 +225,7 @@ impl ModelConfig {
         let rotary = self.rotary_dim();
         if !(0.0..=1.0).contains(&self.partial_rotary_factor)
             || rotary == 0
+            || rotary > self.head_dim()
             || !rotary.is_multiple_of(2)
         {
             return Err(format!(

@@ -1,5 +1,6 @@
-//! The GLM language-model engine: GLM-4 family checkpoints (safetensors + tokenizer.json) on
-//! candle, CPU by default or CUDA with the `cuda` feature. Owns the model, tokenizer, chat
+//! The GLM language-model engine: GLM-4 family checkpoints (safetensors + tokenizer.json, or
+//! GGUF files with quantized matrices) on candle, CPU by default or CUDA with the `cuda`
+//! feature. Owns the model, tokenizer, chat
 //! template, reply parser and sampler; [`Engine::step`] advances many sequences in one pass.
 //!
 //! This crate knows nothing of plugins or sandboxes: the host offers it tool definitions
@@ -10,6 +11,7 @@
 pub mod chat;
 pub mod checkpoint;
 pub mod constrain;
+pub mod gguf;
 pub mod model;
 pub mod parse;
 pub mod prefix;
@@ -77,7 +79,46 @@ pub enum EngineError {
         /// One line per tensor.
         problems: Vec<String>,
     },
-    /// `tokenizer.json` could not be used.
+    /// A file is not a GGUF the engine can read: wrong magic, a truncated header, metadata
+    /// missing or of the wrong type.
+    #[error("{path}: {message}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A GGUF of a model architecture the engine does not run.
+    #[error(
+        "{path}: general.architecture is {found:?}; this engine runs GGUF files of {}. Serve \
+         this model with llama.cpp or vLLM and use it as a remote engine (--upstream URL)",
+        gguf::SUPPORTED
+    )]
+    GgufArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// What the file says.
+        found: String,
+    },
+    /// A GGUF asks for something the engine does not implement.
+    #[error("{path}: {key}: {why}")]
+    GgufUnsupported {
+        /// The file.
+        path: PathBuf,
+        /// The metadata key or tensor that asks for it.
+        key: String,
+        /// What it is and what to do instead.
+        why: String,
+    },
+    /// A GGUF's tensors are missing, mis-shaped, of a type without kernels, or cut off.
+    #[error("{path}: the tensors do not match the file's own metadata:\n  {}", problems.join("\n  "))]
+    GgufTensors {
+        /// The file.
+        path: PathBuf,
+        /// One line per tensor.
+        problems: Vec<String>,
+    },
+    /// The tokenizer could not be used.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     /// The vocabulary lacks a special token GLM-4 prompts need.
@@ -182,6 +223,14 @@ impl DeviceChoice {
         }
     }
 
+    /// How logs and `/v1/models` name it: `cpu` or `cuda:N`.
+    fn name(self) -> String {
+        match self {
+            Self::Cpu => "cpu".into(),
+            Self::Cuda(n) => format!("cuda:{n}"),
+        }
+    }
+
     /// f32 on the CPU (bf16 is an order of magnitude slower there), bf16 on a GPU.
     fn dtype(self) -> DType {
         match self {
@@ -198,6 +247,8 @@ pub struct ModelInfo {
     pub name: String,
     /// Which architecture.
     pub architecture: Architecture,
+    /// How the weights are stored, e.g. `safetensors` or `GGUF llama: 210 Q4_1, 61 F32, 1 Q8_0`.
+    pub format: String,
     /// Parameters in the weights.
     pub parameters: usize,
     /// Longest sequence.
@@ -211,6 +262,49 @@ pub struct ModelInfo {
 /// The prefix cache's budget unless the operator sets one: room for the tools blocks of
 /// a few tool sets on a small model, little beside a large model's weights.
 pub const DEFAULT_PREFIX_CACHE_BYTES: u64 = 256 << 20;
+
+/// Where a checkpoint's files are.
+enum Location<'a> {
+    /// A directory of config.json, safetensors and tokenizer.json.
+    Safetensors(&'a Path),
+    /// A GGUF file.
+    Gguf(PathBuf),
+}
+
+fn locate(path: &Path) -> Result<Location<'_>, EngineError> {
+    if path.is_file() {
+        return Ok(Location::Gguf(path.to_path_buf()));
+    }
+    if !path.is_dir() || path.join("config.json").is_file() {
+        return Ok(Location::Safetensors(path));
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| EngineError::MissingFile {
+        path: path.to_path_buf(),
+        what: "the model directory",
+        source: e,
+    })?;
+    let mut ggufs: Vec<PathBuf> = entries
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+        .collect();
+    ggufs.sort();
+    match ggufs.len() {
+        // The safetensors loader says what is missing.
+        0 => Ok(Location::Safetensors(path)),
+        1 => Ok(Location::Gguf(ggufs.remove(0))),
+        n => Err(EngineError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "the directory holds {n} GGUF files ({}); pass the one to load as --model",
+                ggufs
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
 
 /// A loaded model with everything needed to chat with it.
 pub struct Engine {
@@ -289,8 +383,22 @@ pub struct Generation {
 }
 
 impl Engine {
-    /// Load the checkpoint in `dir`; `on_layer(done, total)` reports progress.
+    /// Load the checkpoint at `path`: a directory with `config.json`, safetensors weights and
+    /// `tokenizer.json`; a `.gguf` file; or a directory holding exactly one `.gguf` (beside
+    /// which a `tokenizer.json`, `chat_template.jinja` or `generation_config.json` overrides
+    /// what the file carries). `on_layer(done, total)` reports progress.
     pub fn load(
+        path: &Path,
+        device: DeviceChoice,
+        on_layer: impl FnMut(usize, usize),
+    ) -> Result<Self, EngineError> {
+        match locate(path)? {
+            Location::Safetensors(dir) => Self::load_safetensors(dir, device, on_layer),
+            Location::Gguf(file) => Self::load_gguf(&file, device, on_layer),
+        }
+    }
+
+    fn load_safetensors(
         dir: &Path,
         device: DeviceChoice,
         on_layer: impl FnMut(usize, usize),
@@ -315,12 +423,85 @@ impl Engine {
         let info = ModelInfo {
             name,
             architecture: arch,
+            format: "safetensors".into(),
             parameters: expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum(),
             max_positions: config.max_position_embeddings,
-            device: match device {
-                DeviceChoice::Cpu => "cpu".into(),
-                DeviceChoice::Cuda(n) => format!("cuda:{n}"),
-            },
+            device: device.name(),
+            jinja_template: template.is_jinja(),
+        };
+        Ok(Self::from_parts(model, tokenizer, template, defaults, &config, info))
+    }
+
+    fn load_gguf(
+        file: &Path,
+        device: DeviceChoice,
+        on_layer: impl FnMut(usize, usize),
+    ) -> Result<Self, EngineError> {
+        let started = Instant::now();
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let gguf = gguf::GgufFile::open(file)?;
+        let config = gguf.config().clone();
+        let arch = gguf.layout().architecture();
+        let beside = dir.join("tokenizer.json");
+        let inner =
+            if beside.is_file() { tokenizer::read_json(&beside)? } else { gguf.tokenizer()? };
+        let tokenizer = GlmTokenizer::with_stops(inner, gguf.stop_tokens()?)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(EngineError::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model of {} embeds only {}",
+                tokenizer.vocab_size(),
+                file.display(),
+                config.vocab_size
+            )));
+        }
+        let text = |which| -> Result<String, EngineError> {
+            let id = gguf.token_id(which)?;
+            Ok(id.and_then(|id| tokenizer.inner().id_to_token(id)).unwrap_or_default())
+        };
+        let specials = (text("bos")?, text("eos")?);
+        let glm_vocabulary = tokenizer.special().is_some();
+        let template = ChatTemplate::for_gguf(
+            dir,
+            gguf.chat_template()?,
+            arch,
+            glm_vocabulary,
+            (&specials.0, &specials.1),
+        )?
+        .ok_or_else(|| EngineError::GgufUnsupported {
+            path: file.to_path_buf(),
+            key: "tokenizer.chat_template".into(),
+            why: "the file has no chat template and its vocabulary lacks the GLM-4 special \
+                  tokens the built-in one writes; put the model's chat_template.jinja beside it"
+                .into(),
+        })?;
+        let defaults = SamplingParams::for_checkpoint(dir)?;
+        let dev = device.open()?;
+        let mut weights = gguf.weights(&dev, gguf::Matrices::default())?;
+        let model = GlmModel::new(&config, arch, &mut weights, Kernels::Fused, on_layer)?;
+        let types: Vec<String> =
+            gguf.tensor_types().iter().map(|(t, n)| format!("{n} {t}")).collect();
+        let mut format = format!("GGUF {}: {}", gguf.layout().key_prefix(), types.join(", "));
+        if weights.requantized() > 0 {
+            format.push_str(&format!(
+                " ({} requantized to Q8_0 for candle's SIMD kernels)",
+                weights.requantized()
+            ));
+        }
+        tracing::info!(
+            file = %file.display(),
+            format,
+            seconds = started.elapsed().as_secs_f64(),
+            "loaded the GGUF checkpoint"
+        );
+        let info = ModelInfo {
+            name: file
+                .file_stem()
+                .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned()),
+            architecture: arch,
+            format,
+            parameters: gguf.parameters(),
+            max_positions: config.max_position_embeddings,
+            device: device.name(),
             jinja_template: template.is_jinja(),
         };
         Ok(Self::from_parts(model, tokenizer, template, defaults, &config, info))
@@ -335,8 +516,7 @@ impl Engine {
         config: &ModelConfig,
         info: ModelInfo,
     ) -> Self {
-        let s = tokenizer.special;
-        let mut stop = vec![s.endoftext, s.user, s.observation];
+        let mut stop = tokenizer.stops().to_vec();
         stop.extend(config.eos_token_id.iter().flat_map(|e| e.ids()));
         stop.sort_unstable();
         stop.dedup();
@@ -519,7 +699,7 @@ impl Engine {
         };
         let chosen = seq.sampler.sample_allowed(logits, &seq.tokens, allowed)?;
         // Nothing fits (the vocabulary cannot continue the call): end the turn.
-        Ok(chosen.unwrap_or(self.tokenizer.special.endoftext))
+        Ok(chosen.unwrap_or(self.tokenizer.end_of_text()))
     }
 
     /// Generate after `prompt` alone, calling `on_text` with each piece of text as it decodes.

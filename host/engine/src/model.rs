@@ -1,6 +1,11 @@
 //! The GLM-4 family decoder on candle, batched: several sequences, each with its own
 //! position and KV cache, advance in one forward pass under a padding-aware attention mask.
+//! The weights come from a [`WeightSource`]: safetensors (dense) or GGUF (matrices kept
+//! quantized), so both formats run the same forward pass.
 
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
@@ -61,13 +66,228 @@ pub struct BatchItem<'a> {
     pub cache: &'a mut KvCache,
 }
 
+/// One weight tensor of the model, named by its role; each checkpoint format spells the
+/// names its own way ([`Weight::hf_name`] for safetensors, `gguf` for llama.cpp's files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Weight {
+    /// The token embedding `[vocab, hidden]`.
+    Embedding,
+    /// The norm after the last layer.
+    FinalNorm,
+    /// The output head `[vocab, hidden]` (absent when tied to the embedding).
+    Head,
+    /// A weight of one decoder layer.
+    Layer(usize, LayerWeight),
+}
+
+/// A weight within a decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayerWeight {
+    /// The norm before attention.
+    InputNorm,
+    /// GLM-4-0414's norm of the attention output (`post_self_attn_layernorm`).
+    PostAttentionNorm,
+    /// The norm before the MLP (Hugging Face calls it `post_attention_layernorm`).
+    PreMlpNorm,
+    /// GLM-4-0414's norm of the MLP output (`post_mlp_layernorm`).
+    PostMlpNorm,
+    /// The query projection.
+    Q,
+    /// The key projection.
+    K,
+    /// The value projection.
+    V,
+    /// The query projection's bias.
+    QBias,
+    /// The key projection's bias.
+    KBias,
+    /// The value projection's bias.
+    VBias,
+    /// The attention output projection.
+    O,
+    /// The MLP's gate and up projections, gate rows first.
+    GateUp,
+    /// The MLP's down projection.
+    Down,
+}
+
+impl Weight {
+    /// Every weight a model of `arch` with `config` has, with its shape, in loading order.
+    pub fn all(config: &ModelConfig, arch: Architecture) -> Vec<(Weight, Vec<usize>)> {
+        use LayerWeight::*;
+        let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let (q, kv) =
+            (config.num_attention_heads * config.head_dim(), config.kv_heads() * config.head_dim());
+        let mut weights = vec![(Weight::Embedding, vec![v, h])];
+        for n in 0..config.num_hidden_layers {
+            let mut layer = vec![(InputNorm, vec![h]), (PreMlpNorm, vec![h])];
+            if arch == Architecture::Glm4 {
+                layer.extend([(PostAttentionNorm, vec![h]), (PostMlpNorm, vec![h])]);
+            }
+            for (matrix, bias, out) in [(Q, QBias, q), (K, KBias, kv), (V, VBias, kv)] {
+                layer.push((matrix, vec![out, h]));
+                if config.attention_bias {
+                    layer.push((bias, vec![out]));
+                }
+            }
+            layer.extend([(O, vec![h, q]), (GateUp, vec![2 * i, h]), (Down, vec![h, i])]);
+            weights.extend(layer.into_iter().map(|(w, shape)| (Weight::Layer(n, w), shape)));
+        }
+        weights.push((Weight::FinalNorm, vec![h]));
+        if !config.tie_word_embeddings {
+            weights.push((Weight::Head, vec![v, h]));
+        }
+        weights
+    }
+
+    /// The tensor's name in a Hugging Face safetensors checkpoint.
+    pub fn hf_name(self) -> String {
+        use LayerWeight::*;
+        let layer = match self {
+            Weight::Embedding => return "model.embed_tokens.weight".into(),
+            Weight::FinalNorm => return "model.norm.weight".into(),
+            Weight::Head => return "lm_head.weight".into(),
+            Weight::Layer(n, w) => (n, w),
+        };
+        let name = match layer.1 {
+            InputNorm => "input_layernorm.weight",
+            PostAttentionNorm => "post_self_attn_layernorm.weight",
+            PreMlpNorm => "post_attention_layernorm.weight",
+            PostMlpNorm => "post_mlp_layernorm.weight",
+            Q => "self_attn.q_proj.weight",
+            K => "self_attn.k_proj.weight",
+            V => "self_attn.v_proj.weight",
+            QBias => "self_attn.q_proj.bias",
+            KBias => "self_attn.k_proj.bias",
+            VBias => "self_attn.v_proj.bias",
+            O => "self_attn.o_proj.weight",
+            GateUp => "mlp.gate_up_proj.weight",
+            Down => "mlp.down_proj.weight",
+        };
+        format!("model.layers.{}.{name}", layer.0)
+    }
+}
+
+/// Where [`GlmModel::new`] takes its weights from.
+pub trait WeightSource {
+    /// The dtype the model computes in.
+    fn dtype(&self) -> DType;
+    /// The device the weights go to.
+    fn device(&self) -> &Device;
+    /// A dense tensor of `shape`: a norm, a bias or the embedding.
+    fn tensor(&mut self, weight: Weight, shape: &[usize]) -> Result<Tensor>;
+    /// A projection `[out, in]`, dense or quantized as the checkpoint stores it.
+    fn matrix(&mut self, weight: Weight, shape: (usize, usize)) -> Result<Matrix>;
+    /// The output head of a model whose head is its embedding matrix.
+    fn tied_head(&mut self, embedding: &Tensor) -> Result<Matrix> {
+        Ok(Matrix::Dense(Linear::new(embedding.clone(), None)))
+    }
+}
+
+impl<T: WeightSource + ?Sized> WeightSource for &mut T {
+    fn dtype(&self) -> DType {
+        (**self).dtype()
+    }
+
+    fn device(&self) -> &Device {
+        (**self).device()
+    }
+
+    fn tensor(&mut self, weight: Weight, shape: &[usize]) -> Result<Tensor> {
+        (**self).tensor(weight, shape)
+    }
+
+    fn matrix(&mut self, weight: Weight, shape: (usize, usize)) -> Result<Matrix> {
+        (**self).matrix(weight, shape)
+    }
+
+    fn tied_head(&mut self, embedding: &Tensor) -> Result<Matrix> {
+        (**self).tied_head(embedding)
+    }
+}
+
+/// Safetensors through candle's builder: every weight dense, in the builder's dtype.
+impl WeightSource for VarBuilder<'_> {
+    fn dtype(&self) -> DType {
+        VarBuilder::dtype(self)
+    }
+
+    fn device(&self) -> &Device {
+        VarBuilder::device(self)
+    }
+
+    fn tensor(&mut self, weight: Weight, shape: &[usize]) -> Result<Tensor> {
+        self.get(shape, &weight.hf_name())
+    }
+
+    fn matrix(&mut self, weight: Weight, shape: (usize, usize)) -> Result<Matrix> {
+        Ok(Matrix::Dense(Linear::new(self.get(shape, &weight.hf_name())?, None)))
+    }
+}
+
+/// A weight matrix applied as `x Wᵀ (+ b)`.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    /// Dense weights (safetensors, or a float tensor in a GGUF); gradients flow through it.
+    Dense(Linear),
+    /// Weights kept in a GGML block format, multiplied by candle's quantized kernels.
+    Quantized {
+        /// The matrix.
+        weight: QMatMul,
+        /// The bias, dense.
+        bias: Option<Tensor>,
+    },
+    /// Matrices whose outputs are concatenated: the separate gate and up projections of a
+    /// llama GGUF, which may even be stored in different types.
+    Stacked(Vec<Matrix>),
+}
+
+impl Matrix {
+    /// A quantized matrix; float tensors become plain matmuls.
+    pub fn quantized(weight: Arc<QTensor>) -> Result<Self> {
+        Ok(Self::Quantized { weight: QMatMul::from_arc(weight)?, bias: None })
+    }
+
+    /// The same matrix with `bias` added to its output.
+    pub fn with_bias(self, bias: Tensor) -> Result<Self> {
+        match self {
+            Self::Dense(linear) => {
+                Ok(Self::Dense(Linear::new(linear.weight().clone(), Some(bias))))
+            }
+            Self::Quantized { weight, .. } => Ok(Self::Quantized { weight, bias: Some(bias) }),
+            Self::Stacked(_) => candle_core::bail!("a stacked matrix takes no bias"),
+        }
+    }
+}
+
+impl Module for Matrix {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(linear) => linear.forward(x),
+            Self::Quantized { weight, bias } => {
+                // The quantized kernels read their input as one contiguous block.
+                let y = weight.forward(&x.contiguous()?)?;
+                match bias {
+                    Some(bias) => y.broadcast_add(bias),
+                    None => Ok(y),
+                }
+            }
+            Self::Stacked(parts) => {
+                let outputs: Vec<Tensor> =
+                    parts.iter().map(|m| m.forward(x)).collect::<Result<_>>()?;
+                Tensor::cat(&outputs, D::Minus1)
+            }
+        }
+    }
+}
+
 /// A GLM-4 (`Glm4ForCausalLM`) or GLM (`GlmForCausalLM`) causal language model.
 #[derive(Debug, Clone)]
 pub struct GlmModel {
     embed: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: Matrix,
     rotary: Rotary,
     kernels: Kernels,
     max_positions: usize,
@@ -82,16 +302,16 @@ struct Layer {
     /// GLM-4-0414's norms after attention and after the MLP (absent in `GlmForCausalLM`).
     sandwich: Option<(RmsNorm, RmsNorm)>,
     pre_mlp_norm: RmsNorm,
-    gate_up: Linear,
-    down: Linear,
+    gate_up: Matrix,
+    down: Matrix,
 }
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    o: Matrix,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -115,72 +335,76 @@ struct Pass<'a> {
 }
 
 impl GlmModel {
-    /// Build the model of `arch` from `vb` (which validates every tensor's shape).
+    /// Build the model of `arch` from `weights`; `on_layer(done, total)` reports progress.
     pub fn new(
         config: &ModelConfig,
         arch: Architecture,
-        vb: VarBuilder,
+        mut weights: impl WeightSource,
         kernels: Kernels,
         mut on_layer: impl FnMut(usize, usize),
     ) -> Result<Self> {
+        use LayerWeight::*;
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let (head_dim, heads, kv_heads) =
             (config.head_dim(), config.num_attention_heads, config.kv_heads());
+        let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
         let eps = config.rms_norm_eps;
-        let embed = candle_nn::embedding(config.vocab_size, h, vb.pp("model.embed_tokens"))?;
-        let linear = |inp, out, bias, vb: VarBuilder| {
-            if bias {
-                candle_nn::linear(inp, out, vb)
-            } else {
-                candle_nn::linear_no_bias(inp, out, vb)
-            }
-        };
+        let embedding = weights.tensor(Weight::Embedding, &[config.vocab_size, h])?;
         let total = config.num_hidden_layers;
         let mut layers = Vec::with_capacity(total);
         for n in 0..total {
-            let vb = vb.pp(format!("model.layers.{n}"));
-            let attn = vb.pp("self_attn");
-            let bias = config.attention_bias;
+            let w = |part| Weight::Layer(n, part);
+            let mut norm = |part| weights.tensor(w(part), &[h]).map(|t| RmsNorm::new(t, eps));
+            let input_norm = norm(InputNorm)?;
+            let pre_mlp_norm = norm(PreMlpNorm)?;
             let sandwich = match arch {
-                Architecture::Glm4 => Some((
-                    candle_nn::rms_norm(h, eps, vb.pp("post_self_attn_layernorm"))?,
-                    candle_nn::rms_norm(h, eps, vb.pp("post_mlp_layernorm"))?,
-                )),
+                Architecture::Glm4 => Some((norm(PostAttentionNorm)?, norm(PostMlpNorm)?)),
                 Architecture::Glm => None,
             };
+            let mut projection = |part, bias, out| -> Result<Matrix> {
+                let matrix = weights.matrix(w(part), (out, h))?;
+                if config.attention_bias {
+                    matrix.with_bias(weights.tensor(w(bias), &[out])?)
+                } else {
+                    Ok(matrix)
+                }
+            };
+            let attention = Attention {
+                q: projection(Q, QBias, q_width)?,
+                k: projection(K, KBias, kv_width)?,
+                v: projection(V, VBias, kv_width)?,
+                o: weights.matrix(w(O), (h, q_width))?,
+                heads,
+                kv_heads,
+                head_dim,
+            };
             layers.push(Layer {
-                input_norm: candle_nn::rms_norm(h, eps, vb.pp("input_layernorm"))?,
-                attention: Attention {
-                    q: linear(h, heads * head_dim, bias, attn.pp("q_proj"))?,
-                    k: linear(h, kv_heads * head_dim, bias, attn.pp("k_proj"))?,
-                    v: linear(h, kv_heads * head_dim, bias, attn.pp("v_proj"))?,
-                    o: linear(heads * head_dim, h, false, attn.pp("o_proj"))?,
-                    heads,
-                    kv_heads,
-                    head_dim,
-                },
+                input_norm,
+                attention,
                 sandwich,
-                pre_mlp_norm: candle_nn::rms_norm(h, eps, vb.pp("post_attention_layernorm"))?,
-                gate_up: linear(h, 2 * i, false, vb.pp("mlp.gate_up_proj"))?,
-                down: linear(i, h, false, vb.pp("mlp.down_proj"))?,
+                pre_mlp_norm,
+                gate_up: weights.matrix(w(GateUp), (2 * i, h))?,
+                down: weights.matrix(w(Down), (h, i))?,
             });
             on_layer(n + 1, total);
         }
+        let norm = RmsNorm::new(weights.tensor(Weight::FinalNorm, &[h])?, eps);
         let lm_head = if config.tie_word_embeddings {
-            Linear::new(embed.embeddings().clone(), None)
+            weights.tied_head(&embedding)?
         } else {
-            candle_nn::linear_no_bias(h, config.vocab_size, vb.pp("lm_head"))?
+            weights.matrix(Weight::Head, (config.vocab_size, h))?
         };
+        let (device, dtype) = (weights.device().clone(), weights.dtype());
         Ok(Self {
-            norm: candle_nn::rms_norm(h, eps, vb.pp("model.norm"))?,
-            rotary: Rotary::new(config, vb.dtype(), vb.device())?,
-            embed,
+            norm,
+            rotary: Rotary::new(config, dtype, &device)?,
+            embed: Embedding::new(embedding, h),
             layers,
             lm_head,
             kernels,
             max_positions: config.max_position_embeddings,
-            device: vb.device().clone(),
-            dtype: vb.dtype(),
+            device,
+            dtype,
         })
     }
 
@@ -528,7 +752,7 @@ fn rope_i_differentiable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tenso
 
 /// A linear layer over `[b, t, in]` as one `[b*t, in]` matrix product, so a batch reads each
 /// weight once.
-fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+fn linear(layer: &Matrix, x: &Tensor) -> Result<Tensor> {
     let (b, t, width) = x.dims3()?;
     let y = layer.forward(&x.reshape((b * t, width))?)?;
     let out = y.dim(1)?;

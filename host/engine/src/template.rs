@@ -84,8 +84,16 @@ pub struct ChatTemplate {
 }
 
 enum Kind {
-    Jinja(Box<Environment<'static>>),
-    BuiltIn { intro: &'static str, tools_block: ToolsBlock },
+    /// A Jinja template and the texts of the `bos_token` and `eos_token` it may write.
+    Jinja {
+        env: Box<Environment<'static>>,
+        bos: String,
+        eos: String,
+    },
+    BuiltIn {
+        intro: &'static str,
+        tools_block: ToolsBlock,
+    },
 }
 
 impl ChatTemplate {
@@ -100,6 +108,24 @@ impl ChatTemplate {
             Some(source) => Self::jinja(source),
             None => Ok(Self::built_in(arch, tools_block)),
         }
+    }
+
+    /// The template for a GGUF checkpoint in `dir`: the directory's own (as for
+    /// [`ChatTemplate::for_checkpoint`]) over the one `embedded` in the file; without either,
+    /// the built-in GLM-4 renderer, which only a GLM-4 vocabulary (`glm_vocabulary`) can
+    /// read. `bos` and `eos` are the texts a Jinja template may write for those tokens.
+    pub fn for_gguf(
+        dir: &Path,
+        embedded: Option<String>,
+        arch: Architecture,
+        glm_vocabulary: bool,
+        (bos, eos): (&str, &str),
+    ) -> Result<Option<Self>, EngineError> {
+        Ok(match (find_jinja(dir)?.or(embedded), glm_vocabulary) {
+            (Some(source), _) => Some(Self::jinja(source)?.with_special_texts(bos, eos)),
+            (None, true) => Some(Self::built_in(arch, ToolsBlock::default())),
+            (None, false) => None,
+        })
     }
 
     /// The built-in GLM-4 renderer with the system text of `arch`'s release.
@@ -127,12 +153,22 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat_template", source)
             .map_err(|e| EngineError::Template(e.to_string()))?;
-        Ok(Self { kind: Kind::Jinja(Box::new(env)) })
+        // GLM-4's: no BOS in its prompts, `<|endoftext|>` ends a text.
+        let (bos, eos) = (String::new(), "<|endoftext|>".to_string());
+        Ok(Self { kind: Kind::Jinja { env: Box::new(env), bos, eos } })
+    }
+
+    /// A Jinja template that writes `bos` and `eos` for `bos_token` and `eos_token`.
+    pub fn with_special_texts(mut self, bos: &str, eos: &str) -> Self {
+        if let Kind::Jinja { bos: b, eos: e, .. } = &mut self.kind {
+            (*b, *e) = (bos.to_string(), eos.to_string());
+        }
+        self
     }
 
     /// Whether this is the checkpoint's own Jinja template.
     pub fn is_jinja(&self) -> bool {
-        matches!(self.kind, Kind::Jinja(_))
+        matches!(self.kind, Kind::Jinja { .. })
     }
 
     /// The prompt for `messages` with `tools` offered, ending where the assistant speaks next.
@@ -142,7 +178,7 @@ impl ChatTemplate {
         tools: &[ToolDef],
     ) -> Result<String, EngineError> {
         match &self.kind {
-            Kind::Jinja(env) => render_jinja(env, messages, tools),
+            Kind::Jinja { env, bos, eos } => render_jinja(env, (bos, eos), messages, tools),
             Kind::BuiltIn { intro, tools_block } => {
                 Ok(render_built_in(intro, *tools_block, messages, tools))
             }
@@ -176,6 +212,7 @@ fn find_jinja(dir: &Path) -> Result<Option<String>, EngineError> {
 
 fn render_jinja(
     env: &Environment<'static>,
+    (bos, eos): (&str, &str),
     messages: &[ChatMessage],
     tools: &[ToolDef],
 ) -> Result<String, EngineError> {
@@ -200,8 +237,8 @@ fn render_jinja(
         "messages": messages,
         "tools": if tools.is_empty() { None } else { Some(tools) },
         "add_generation_prompt": true,
-        "bos_token": "",
-        "eos_token": "<|endoftext|>",
+        "bos_token": bos,
+        "eos_token": eos,
     });
     let context = Value::deserialize(context).map_err(|e| EngineError::Template(e.to_string()))?;
     env.get_template("chat_template")

@@ -1,4 +1,6 @@
-//! `tokenizer.json` with GLM-4's special tokens resolved by name, and streaming detokenization.
+//! The checkpoint's tokenizer (`tokenizer.json`, or one a GGUF describes) with the tokens that
+//! end a turn and, for GLM-4 vocabularies, its special tokens resolved by name; streaming
+//! detokenization.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,18 +41,37 @@ pub struct SpecialTokens {
     pub observation: u32,
 }
 
-/// The tokenizer of a GLM checkpoint.
+impl SpecialTokens {
+    fn resolve(inner: &tokenizers::Tokenizer) -> Result<Self, EngineError> {
+        let id = |name: &'static str| {
+            inner.token_to_id(name).ok_or(EngineError::MissingSpecialToken { name })
+        };
+        Ok(Self {
+            endoftext: id("<|endoftext|>")?,
+            gmask: id("[gMASK]")?,
+            sop: id("<sop>")?,
+            system: id("<|system|>")?,
+            user: id("<|user|>")?,
+            assistant: id("<|assistant|>")?,
+            observation: id("<|observation|>")?,
+        })
+    }
+}
+
+/// The tokenizer of a checkpoint.
 #[derive(Clone)]
 pub struct GlmTokenizer {
     inner: tokenizers::Tokenizer,
-    /// The special tokens the engine acts on.
-    pub special: SpecialTokens,
+    /// GLM-4's special tokens, when the vocabulary has them.
+    special: Option<SpecialTokens>,
+    /// The tokens that end the model's turn, the end-of-text token first.
+    stops: Vec<u32>,
     /// Each token's bytes, for byte-level BPE vocabularies (GLM-4's, the demo model's).
     bytes: Option<Arc<Vec<Vec<u8>>>>,
 }
 
 impl GlmTokenizer {
-    /// Load `tokenizer.json` from `dir`.
+    /// Load GLM-4's `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self, EngineError> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
@@ -60,27 +81,56 @@ impl GlmTokenizer {
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))?;
-        Self::new(inner)
+        Self::new(read_json(&path)?)
     }
 
-    /// Wrap a tokenizer, resolving the special tokens.
+    /// Wrap a GLM-4 tokenizer, resolving its special tokens (an error names the first one
+    /// missing); a turn ends on `<|endoftext|>`, `<|user|>` or `<|observation|>`.
     pub fn new(inner: tokenizers::Tokenizer) -> Result<Self, EngineError> {
-        let id = |name: &'static str| {
-            inner.token_to_id(name).ok_or(EngineError::MissingSpecialToken { name })
-        };
-        let special = SpecialTokens {
-            endoftext: id("<|endoftext|>")?,
-            gmask: id("[gMASK]")?,
-            sop: id("<sop>")?,
-            system: id("<|system|>")?,
-            user: id("<|user|>")?,
-            assistant: id("<|assistant|>")?,
-            observation: id("<|observation|>")?,
-        };
+        let special = SpecialTokens::resolve(&inner)?;
+        Ok(Self::build(inner, Some(special), Vec::new()))
+    }
+
+    /// Wrap the tokenizer of any vocabulary whose turns end on `stops` (the end-of-text token
+    /// first, as a GGUF's metadata names them); GLM-4's special tokens are resolved and stop
+    /// a turn too where the vocabulary has them all.
+    pub fn with_stops(inner: tokenizers::Tokenizer, stops: Vec<u32>) -> Result<Self, EngineError> {
+        let special = SpecialTokens::resolve(&inner).ok();
+        if stops.is_empty() && special.is_none() {
+            return Err(EngineError::Tokenizer(
+                "the vocabulary names no end-of-text token and has none of GLM-4's".into(),
+            ));
+        }
+        Ok(Self::build(inner, special, stops))
+    }
+
+    fn build(
+        inner: tokenizers::Tokenizer,
+        special: Option<SpecialTokens>,
+        mut stops: Vec<u32>,
+    ) -> Self {
+        if let Some(s) = &special {
+            stops.extend([s.endoftext, s.user, s.observation]);
+        }
+        let mut seen = std::collections::HashSet::new();
+        stops.retain(|id| seen.insert(*id));
         let bytes = byte_level_table(&inner).map(Arc::new);
-        Ok(Self { inner, special, bytes })
+        Self { inner, special, stops, bytes }
+    }
+
+    /// GLM-4's special tokens, when the vocabulary has them.
+    pub fn special(&self) -> Option<&SpecialTokens> {
+        self.special.as_ref()
+    }
+
+    /// The tokens that end the model's turn.
+    pub fn stops(&self) -> &[u32] {
+        &self.stops
+    }
+
+    /// The token that ends a text.
+    pub fn end_of_text(&self) -> u32 {
+        self.stops[0]
     }
 
     /// The bytes of a character cut off at the end of `ids` (what the U+FFFD that ends
@@ -139,6 +189,12 @@ impl GlmTokenizer {
     }
 }
 
+/// A `tokenizer.json`.
+pub fn read_json(path: &Path) -> Result<tokenizers::Tokenizer, EngineError> {
+    tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))
+}
+
 /// Each token's bytes when `inner` is a byte-level BPE tokenizer (its decoder is
 /// `ByteLevel`): none for special tokens (decoding leaves them out), and GPT-2's byte
 /// alphabet mapped back for the others.
@@ -163,7 +219,7 @@ fn byte_level_table(inner: &tokenizers::Tokenizer) -> Option<Vec<Vec<u8>>> {
 }
 
 /// GPT-2's byte-level alphabet, inverted: the character that stands for each byte.
-fn byte_level_alphabet() -> HashMap<char, u8> {
+pub(crate) fn byte_level_alphabet() -> HashMap<char, u8> {
     let mut shifted = 256u32;
     (0..=255u8)
         .map(|byte| {

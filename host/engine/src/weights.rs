@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::EngineError;
 use crate::checkpoint::{Architecture, ModelConfig};
+use crate::model::Weight;
 
 /// The safetensors files of the checkpoint in `dir`: `model.safetensors`, or the shards
 /// named by `model.safetensors.index.json`.
@@ -61,34 +62,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, EngineError> {
 
 /// Every tensor a checkpoint of `arch` with `config` must hold, with its shape.
 pub fn expected_tensors(config: &ModelConfig, arch: Architecture) -> Vec<(String, Vec<usize>)> {
-    let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
-    let (q, kv) =
-        (config.num_attention_heads * config.head_dim(), config.kv_heads() * config.head_dim());
-    let mut tensors = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
-    for layer in 0..config.num_hidden_layers {
-        let p = format!("model.layers.{layer}");
-        let mut norms = vec!["input_layernorm", "post_attention_layernorm"];
-        if arch == Architecture::Glm4 {
-            norms.extend(["post_self_attn_layernorm", "post_mlp_layernorm"]);
-        }
-        for norm in norms {
-            tensors.push((format!("{p}.{norm}.weight"), vec![h]));
-        }
-        for (name, out) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-            tensors.push((format!("{p}.self_attn.{name}.weight"), vec![out, h]));
-            if config.attention_bias {
-                tensors.push((format!("{p}.self_attn.{name}.bias"), vec![out]));
-            }
-        }
-        tensors.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
-        tensors.push((format!("{p}.mlp.gate_up_proj.weight"), vec![2 * i, h]));
-        tensors.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
-    }
-    tensors.push(("model.norm.weight".to_string(), vec![h]));
-    if !config.tie_word_embeddings {
-        tensors.push(("lm_head.weight".to_string(), vec![v, h]));
-    }
-    tensors
+    Weight::all(config, arch).into_iter().map(|(weight, shape)| (weight.hf_name(), shape)).collect()
 }
 
 /// Memory-map `files`, check them against `expected`, and return a builder that loads

@@ -12,7 +12,7 @@ use autoglm_host::eval::{evaluate, load_cases};
 /// Options of `autoglm eval` (the plugins come from the host options beside them).
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The checkpoint directory.
+    /// The checkpoint: a safetensors directory, a .gguf file, or a directory holding one.
     #[arg(long)]
     pub model: PathBuf,
     /// JSON lines: {"messages": [...], "expected": {"name": "plugin.tool", "arguments": {...}} | null}.

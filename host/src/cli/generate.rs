@@ -11,7 +11,8 @@ use autoglm_engine::{ChatMessage, DeviceChoice, FinishReason, Role, SamplingPara
 /// Options of `autoglm generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// The checkpoint directory: config.json, model.safetensors (or shards), tokenizer.json.
+    /// The checkpoint: a directory of config.json, model.safetensors (or shards) and
+    /// tokenizer.json; a .gguf file (glm4 or llama); or a directory holding one .gguf.
     #[arg(long)]
     model: PathBuf,
     /// The prompt, sent as a user message through the model's chat template.
@@ -50,10 +51,11 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let engine = super::load_engine(&args.model, args.device)?;
     let info = engine.info();
     eprintln!(
-        "{}: {} with {:.1}M parameters on {} ({} prompt template)",
+        "{}: {} with {:.1}M parameters ({}) on {} ({} prompt template)",
         info.name,
         info.architecture.hf_name(),
         info.parameters as f64 / 1e6,
+        info.format,
         info.device,
         if info.jinja_template { "its own" } else { "the built-in GLM-4" }
     );

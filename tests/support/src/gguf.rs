@@ -1,0 +1,289 @@
+//! GGUF checkpoints for the tests, written with candle's GGUF writer: the tensors of a
+//! random safetensors-layout model renamed and laid out as llama.cpp's converter writes the
+//! `glm4` and `llama` architectures, in any GGML type; tokenizer metadata for byte-level
+//! vocabularies (one token per byte, or BPE trained here on a small mixed-script corpus);
+//! and the SmolLM2 file `just smollm2` fetches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{GgmlDType, QTensor};
+use serde_json::Value as Json;
+
+/// The llama.cpp architecture a test file declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `glm4`: GLM-4-0414's layout, one fused `ffn_up` (gate rows first), sandwich norms.
+    Glm4,
+    /// `llama`: separate `ffn_gate` and `ffn_up`, no sandwich norms.
+    Llama,
+}
+
+impl Arch {
+    /// The `general.architecture` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Glm4 => "glm4",
+            Self::Llama => "llama",
+        }
+    }
+}
+
+/// A byte-level vocabulary as GGUF metadata states it.
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    /// Every token, in the byte alphabet, by id.
+    pub tokens: Vec<String>,
+    /// Merges, `"a b"`, best first.
+    pub merges: Vec<String>,
+    /// llama.cpp token types: 1 normal, 3 control, 5 unused.
+    pub types: Vec<i32>,
+    /// `tokenizer.ggml.pre`.
+    pub pre: String,
+}
+
+impl Vocabulary {
+    /// One token per byte (ids in the order of the byte alphabet, as
+    /// [`crate::checkpoint::write_tokenizer`] has them), then `specials` as control tokens,
+    /// padded with unused tokens to `size`.
+    pub fn bytes(specials: &[&str], size: usize, pre: &str) -> Self {
+        let mut alphabet: Vec<char> =
+            tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+        alphabet.sort_unstable();
+        let mut vocabulary = Self {
+            tokens: alphabet.iter().map(|c| c.to_string()).collect(),
+            merges: Vec::new(),
+            types: vec![1; alphabet.len()],
+            pre: pre.into(),
+        };
+        vocabulary.add_specials(specials, size);
+        vocabulary
+    }
+
+    /// A BPE of `size` tokens trained on `corpus` with GLM-4's split regex (as its
+    /// `tokenizer.json` states it), then `specials` as control tokens.
+    pub fn trained(corpus: &[&str], size: usize, specials: &[&str]) -> Self {
+        use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::{SplitDelimiterBehavior, TokenizerBuilder};
+        let glm4_split = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        let split = Split::new(
+            SplitPattern::Regex(glm4_split.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .unwrap();
+        let pre = Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]);
+        let mut tokenizer: tokenizers::TokenizerImpl<
+            BPE,
+            tokenizers::NormalizerWrapper,
+            Sequence,
+            tokenizers::PostProcessorWrapper,
+            ByteLevel,
+        > = TokenizerBuilder::new()
+            .with_model(BPE::default())
+            .with_pre_tokenizer(Some(pre))
+            .with_decoder(Some(ByteLevel::default()))
+            .build()
+            .unwrap();
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(size)
+            .min_frequency(1)
+            .show_progress(false)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        tokenizer.train(&mut trainer, corpus.iter()).unwrap();
+        let json: Json = serde_json::from_str(&tokenizer.to_string(false).unwrap()).unwrap();
+        let vocab = json["model"]["vocab"].as_object().unwrap();
+        let mut tokens = vec![String::new(); vocab.len()];
+        for (token, id) in vocab {
+            tokens[id.as_u64().unwrap() as usize] = token.clone();
+        }
+        let merges = json["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|merge| match merge {
+                Json::String(pair) => pair.clone(),
+                pair => format!("{} {}", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()),
+            })
+            .collect();
+        let types = vec![1; tokens.len()];
+        let mut vocabulary = Self { tokens, merges, types, pre: "glm4".into() };
+        let size = vocabulary.tokens.len() + specials.len();
+        vocabulary.add_specials(specials, size);
+        vocabulary
+    }
+
+    fn add_specials(&mut self, specials: &[&str], size: usize) {
+        self.tokens.extend(specials.iter().map(|s| s.to_string()));
+        self.types.extend(specials.iter().map(|_| 3));
+        while self.tokens.len() < size {
+            self.tokens.push(format!("[PAD{}]", self.tokens.len()));
+            self.types.push(5);
+        }
+    }
+
+    /// The id of `token`.
+    pub fn id(&self, token: &str) -> u32 {
+        self.tokens.iter().position(|t| t == token).unwrap_or_else(|| panic!("no {token}")) as u32
+    }
+
+    /// The `tokenizer.ggml.*` keys, with `eos` (and `eot` if given) named by their text.
+    pub fn metadata(&self, eos: &str, eot: Option<&str>) -> Vec<(String, Value)> {
+        let strings =
+            |items: &[String]| Value::Array(items.iter().cloned().map(Value::String).collect());
+        let mut metadata = vec![
+            ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre".into(), Value::String(self.pre.clone())),
+            ("tokenizer.ggml.tokens".into(), strings(&self.tokens)),
+            ("tokenizer.ggml.merges".into(), strings(&self.merges)),
+            (
+                "tokenizer.ggml.token_type".into(),
+                Value::Array(self.types.iter().map(|t| Value::I32(*t)).collect()),
+            ),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(self.id(eos))),
+            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ];
+        if let Some(eot) = eot {
+            metadata.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(self.id(eot))));
+        }
+        metadata
+    }
+}
+
+/// The `{arch}.*` model keys for a model shaped like `config` (a `config.json` value).
+pub fn model_metadata(arch: Arch, config: &Json) -> Vec<(String, Value)> {
+    let n = |key: &str| config[key].as_u64().unwrap() as u32;
+    let head_dim = n("head_dim");
+    let rotary = (config["partial_rotary_factor"].as_f64().unwrap() * f64::from(head_dim)) as u32;
+    let a = arch.name();
+    vec![
+        ("general.architecture".into(), Value::String(a.into())),
+        (format!("{a}.block_count"), Value::U32(n("num_hidden_layers"))),
+        (format!("{a}.context_length"), Value::U32(n("max_position_embeddings"))),
+        (format!("{a}.embedding_length"), Value::U32(n("hidden_size"))),
+        (format!("{a}.feed_forward_length"), Value::U32(n("intermediate_size"))),
+        (format!("{a}.attention.head_count"), Value::U32(n("num_attention_heads"))),
+        (format!("{a}.attention.head_count_kv"), Value::U32(n("num_key_value_heads"))),
+        (format!("{a}.attention.key_length"), Value::U32(head_dim)),
+        (format!("{a}.attention.value_length"), Value::U32(head_dim)),
+        (format!("{a}.rope.dimension_count"), Value::U32(rotary)),
+        (format!("{a}.rope.freq_base"), Value::F32(config["rope_theta"].as_f64().unwrap() as f32)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(config["rms_norm_eps"].as_f64().unwrap() as f32),
+        ),
+    ]
+}
+
+/// The GGUF tensors of a model whose Hugging Face-named `tensors` are given: renamed as
+/// llama.cpp names them, matrices stored as `matrix_type`, norms and biases as F32.
+pub fn gguf_tensors(
+    arch: Arch,
+    tensors: &HashMap<String, Tensor>,
+    matrix_type: GgmlDType,
+) -> Vec<(String, QTensor)> {
+    let mut out = Vec::new();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let tensor = &tensors[name];
+        let renamed = gguf_name(name);
+        let dtype = if tensor.rank() == 2 { matrix_type } else { GgmlDType::F32 };
+        let quantize = |t: &Tensor| QTensor::quantize(t, dtype).unwrap();
+        if arch == Arch::Llama && name.ends_with("mlp.gate_up_proj.weight") {
+            // Copied out: candle 0.11 quantizes a narrowed tensor's whole storage.
+            let half = |start: usize| {
+                let rows = tensor.dim(0).unwrap() / 2;
+                let part = tensor.narrow(0, start * rows, rows).unwrap();
+                let values = part.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                quantize(&Tensor::from_vec(values, part.shape(), part.device()).unwrap())
+            };
+            let prefix = renamed.trim_end_matches("ffn_up.weight");
+            out.push((format!("{prefix}ffn_gate.weight"), half(0)));
+            out.push((renamed, half(1)));
+        } else {
+            out.push((renamed, quantize(tensor)));
+        }
+    }
+    out
+}
+
+/// llama.cpp's name for a Hugging Face tensor name of the GLM families.
+pub fn gguf_name(hf: &str) -> String {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, name)) = fixed.iter().find(|(from, _)| *from == hf) {
+        return name.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap_or_else(|| panic!("unexpected {hf}"));
+    let (layer, part) = rest.split_once('.').unwrap();
+    let part = [
+        ("input_layernorm", "attn_norm"),
+        ("post_self_attn_layernorm", "post_attention_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("post_mlp_layernorm", "post_ffw_norm"),
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("mlp.gate_up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+    ]
+    .iter()
+    .find_map(|(from, to)| part.strip_prefix(from).map(|suffix| format!("{to}{suffix}")))
+    .unwrap_or_else(|| panic!("unexpected {hf}"));
+    format!("blk.{layer}.{part}")
+}
+
+/// Write a GGUF of `metadata` and `tensors` to `path`.
+pub fn write(path: &Path, metadata: &[(String, Value)], tensors: &[(String, QTensor)]) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    candle_core::quantized::gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+}
+
+/// The repository's root (tests run in their crate's directory).
+fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("justfile").is_file() {
+        assert!(dir.pop(), "no justfile above {}", env!("CARGO_MANIFEST_DIR"));
+    }
+    dir
+}
+
+/// SmolLM2-135M-Instruct, Q4_1, as `just smollm2` fetches it (a prerequisite of `just test`).
+pub fn smollm2() -> PathBuf {
+    let path = workspace_root().join("target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just smollm2` (a prerequisite of `just test`) to fetch it",
+        path.display()
+    );
+    path
+}
+
+/// The Python of the pinned GGUF tokenizer environment `just python-env` makes.
+pub fn gguf_python() -> PathBuf {
+    let path = workspace_root().join("target/py/gguf/bin/python");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just python-env` (a prerequisite of `just test`) to make it",
+        path.display()
+    );
+    path
+}
+
+/// The repository's `tests/python` directory.
+pub fn python_tests() -> PathBuf {
+    workspace_root().join("tests/python")
+}
