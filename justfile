@@ -39,6 +39,10 @@ python-env:
 smollm2:
     tests/models/fetch-smollm2 target/models/smollm2
 
+# llama.cpp prebuilt (node-llama-cpp 3.21.1, pinned by lock file), the engine benchmark's peer.
+llama-cpp-env:
+    bench/llama-cpp/ensure target/llama-cpp
+
 # The Python (componentize-py) and JavaScript (componentize-js) plugin toolchains, pinned.
 templates-env:
     tests/python/ensure-venv target/py/componentize tests/python/requirements-componentize.txt
@@ -83,7 +87,7 @@ fuzz: plugins
 
 # Run every benchmark and write bench/REPORT.md with its charts (`just bench --quick`: under
 # 5 minutes once built, without the ~1B-parameter engine case).
-bench *FLAGS: plugins test-plugins bench-guests
+bench *FLAGS: plugins test-plugins bench-guests smollm2 llama-cpp-env
     #!/usr/bin/env bash
     set -euo pipefail
     quick=""

@@ -4,11 +4,14 @@
 //! `--quick` (or AUTOGLM_BENCH_QUICK=1) leaves the 1B case out. Records the report's
 //! `engine` section under `just bench`.
 
+use std::path::Path;
 use std::time::Instant;
 
 use autoglm_bench::{Chart, Section, Series, Table, ratio, significant};
 use autoglm_engine::weights::expected_tensors;
-use autoglm_engine::{Architecture, BatchItem, GlmModel, KvCache, ModelConfig};
+use autoglm_engine::{
+    Architecture, BatchItem, DeviceChoice, Engine, GlmModel, KvCache, ModelConfig, SamplingParams,
+};
 use autoglm_test_support::checkpoint::{argmax, random_model};
 use serde_json::json;
 
@@ -59,8 +62,9 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
-        let one = measure(&model, &config, 1, case.prompt, case.decode_steps);
-        let eight = measure(&model, &config, 8, case.prompt, case.decode_steps);
+        let vocab = config.vocab_size as u32;
+        let one = measure(&model, vocab, 1, case.prompt, case.decode_steps);
+        let eight = measure(&model, vocab, 8, case.prompt, case.decode_steps);
         table.row(vec![
             case.name.to_string(),
             format!("{}M", significant(params as f64 / 1e6)),
@@ -94,6 +98,11 @@ fn main() -> anyhow::Result<()> {
     );
     section.tables.push(table);
     section.notes = notes;
+    let smollm2 = workspace().join("target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    anyhow::ensure!(smollm2.is_file(), "{} is missing: run `just smollm2`", smollm2.display());
+    let (peer, gguf_notes) = gguf_rows(&smollm2, threads, quick)?;
+    section.tables.push(peer);
+    section.notes.extend(gguf_notes);
     section.charts.push(Chart {
         file: "engine.png".into(),
         title: "Decode tokens/s, batch 1 vs batch 8 (log scale)".into(),
@@ -105,16 +114,105 @@ fn main() -> anyhow::Result<()> {
     section.record()
 }
 
+fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// SmolLM2-135M-Instruct (Q4_1, from the PyPI wheel) on our engine beside llama.cpp on the
+/// same file, and the time to a first token behind a long tools block, cold and warm.
+fn gguf_rows(file: &Path, threads: usize, quick: bool) -> anyhow::Result<(Table, Vec<String>)> {
+    let (prompt, steps) = (64, if quick { 16 } else { 64 });
+    let engine = Engine::load(file, DeviceChoice::Cpu, |_, _| {})?;
+    let vocab = engine.tokenizer().vocab_size() as u32;
+    let one = measure(engine.model(), vocab, 1, prompt, steps);
+    let eight = measure(engine.model(), vocab, 8, prompt, steps);
+    let peer = llama_cpp(file, threads, prompt, steps)?;
+    let mut table = Table::new(&[
+        "SmolLM2-135M Q4_1",
+        "prefill tok/s",
+        "decode tok/s, batch 1",
+        "decode tok/s, batch 8",
+        "batch 1 ÷ llama.cpp (goal ≥ 0.5x)",
+        "batch 8 ÷ llama.cpp batch 1 (goal ≥ 1.5x)",
+    ]);
+    table.row(vec![
+        format!("llama.cpp (node-llama-cpp 3.21.1, {threads} threads)"),
+        significant(peer.0),
+        significant(peer.1),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    table.row(vec![
+        format!("this engine ({})", engine.info().format),
+        significant(one.0),
+        significant(one.1),
+        significant(eight.1),
+        ratio(one.1, peer.1),
+        ratio(eight.1, peer.1),
+    ]);
+    println!("SmolLM2 on this engine and on llama.cpp\n{}", table.text());
+
+    // Behind a ~1,000-token tools block: the first request prefills it, the next reuses it.
+    let tools = (0..40)
+        .map(|i| format!("tool_{i}(city: string, units: string): looks up item {i} for a city. "))
+        .collect::<String>();
+    let ask = |question: &str| {
+        let prompt = format!(
+            "<|im_start|>system\nYou can call these tools: {tools}<|im_end|>\n<|im_start|>user\n\
+             {question}<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let started = Instant::now();
+        let made = engine.generate(&prompt, &SamplingParams::greedy(1), |_| {});
+        made.map(|g| (started.elapsed(), g.prompt_tokens))
+    };
+    let (cold, tokens) = ask("What is the weather in Paris?")?;
+    let (warm, _) = ask("What is the weather in Oslo?")?;
+    let notes = vec![
+        format!(
+            "SmolLM2: decode at batch 1 is {} of llama.cpp's on the same file and threads, and 8 \
+             sequences together {} of llama.cpp's batch 1 (greedy, a {prompt}-token prompt, {steps} \
+             new tokens, end of text ignored). candle 0.11 has no SIMD kernel for Q4_1, so the \
+             file's matrices are requantized to Q8_0 at load.",
+            ratio(one.1, peer.1),
+            ratio(eight.1, peer.1),
+        ),
+        format!(
+            "Time to the first token behind a {tokens}-token prompt (a tools block of 40 tools): \
+             {} cold, {} with the prefix cache holding the tools block from an earlier question \
+             ({}; goal ≤ 0.1x).",
+            autoglm_bench::duration(cold),
+            autoglm_bench::duration(warm),
+            ratio(warm.as_secs_f64(), cold.as_secs_f64()),
+        ),
+    ];
+    Ok((table, notes))
+}
+
+/// llama.cpp's prefill and decode tokens/s on `file` (bench/llama-cpp/measure.mjs, installed
+/// into target/llama-cpp by `just bench`).
+fn llama_cpp(file: &Path, threads: usize, prompt: usize, steps: usize) -> anyhow::Result<(f64, f64)> {
+    let dir = workspace().join("target/llama-cpp");
+    let out = std::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("measure.mjs")
+        .arg(file)
+        .args([threads.to_string(), prompt.to_string(), steps.to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("node runs llama.cpp's measurement: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "llama.cpp's measurement failed (run `bench/llama-cpp/ensure target/llama-cpp`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let measured: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let rate = |key: &str| measured[key].as_f64().ok_or_else(|| anyhow::anyhow!("no {key}"));
+    Ok((rate("prefill_tok_s")?, rate("decode_tok_s")?))
+}
+
 /// Tokens/s for prefilling `batch` prompts of `prompt` tokens in one pass, then decoding
 /// `steps` tokens for each, one pass per step.
-fn measure(
-    model: &GlmModel,
-    config: &ModelConfig,
-    batch: usize,
-    prompt: usize,
-    steps: usize,
-) -> (f64, f64) {
-    let vocab = config.vocab_size as u32;
+fn measure(model: &GlmModel, vocab: u32, batch: usize, prompt: usize, steps: usize) -> (f64, f64) {
     let prompts: Vec<Vec<u32>> = (0..batch)
         .map(|b| (0..prompt).map(|t| ((b * 7919 + t * 104_729) as u32) % vocab).collect())
         .collect();
