@@ -12,20 +12,24 @@ fn model(batching: BatchSettings) -> Option<ModelSettings> {
     Some(ModelSettings { path: Some(demo_model()), batching, ..Default::default() })
 }
 
+/// A server with the weather plugin and the demo model, batching as `batching`; the
+/// directories it reads last as long as the returned guards.
+async fn weather_server(batching: BatchSettings) -> (TestServer, [tempfile::TempDir; 2]) {
+    let plugins = plugins_dir(&["weather"]);
+    let notes = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_model(notes_config(notes.path()), plugins.path(), model(batching))
+            .await;
+    (server, [plugins, notes])
+}
+
 async fn chat(server: &TestServer, headers: &[(&str, &str)], body: serde_json::Value) -> HttpReply {
     http(server.addr, "POST", "/v1/chat/completions", headers, &body.to_string()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_chat_requests_are_400_with_what_to_fix() {
-    let plugins = plugins_dir(&["weather"]);
-    let notes = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_model(
-        notes_config(notes.path()),
-        plugins.path(),
-        model(BatchSettings::default()),
-    )
-    .await;
+    let (server, _dirs) = weather_server(BatchSettings::default()).await;
     for (body, expect) in [
         (json!({"messages": []}), "messages is empty"),
         (json!({"messages": [{"role": "robot", "content": "hi"}]}), "messages[0].role"),
@@ -58,12 +62,8 @@ async fn bad_chat_requests_are_400_with_what_to_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_answers_429_overloaded_with_retry_after() {
-    let plugins = plugins_dir(&["weather"]);
-    let notes = tempfile::tempdir().unwrap();
     let batching = BatchSettings { max_batch: 1, max_wait_ms: 0, queue: 0 };
-    let server =
-        TestServer::start_with_model(notes_config(notes.path()), plugins.path(), model(batching))
-            .await;
+    let (server, _dirs) = weather_server(batching).await;
     let reply =
         chat(&server, &[], json!({"messages": [{"role": "user", "content": "Hello!"}]})).await;
     assert_eq!(reply.status, 429, "{}", reply.body);
@@ -114,14 +114,7 @@ async fn a_key_allowed_only_the_calculator_is_never_offered_the_weather() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_prefix_cache_counts_what_it_reused_in_metrics() {
-    let plugins = plugins_dir(&["weather"]);
-    let notes = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_model(
-        notes_config(notes.path()),
-        plugins.path(),
-        model(BatchSettings::default()),
-    )
-    .await;
+    let (server, _dirs) = weather_server(BatchSettings::default()).await;
     let system = "You answer questions about the weather, briefly and politely. ".repeat(3);
     for question in ["Weather in Oslo?", "Weather in Lima?"] {
         let body = json!({"max_tokens": 8, "messages": [

@@ -191,7 +191,12 @@ fn gguf_rows(file: &Path, threads: usize, quick: bool) -> anyhow::Result<(Table,
 
 /// llama.cpp's prefill and decode tokens/s on `file` (bench/llama-cpp/measure.mjs, installed
 /// into target/llama-cpp by `just bench`).
-fn llama_cpp(file: &Path, threads: usize, prompt: usize, steps: usize) -> anyhow::Result<(f64, f64)> {
+fn llama_cpp(
+    file: &Path,
+    threads: usize,
+    prompt: usize,
+    steps: usize,
+) -> anyhow::Result<(f64, f64)> {
     let dir = workspace().join("target/llama-cpp");
     let out = std::process::Command::new("node")
         .current_dir(&dir)

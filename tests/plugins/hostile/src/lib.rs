@@ -128,7 +128,7 @@ fn write_file(args: WriteFile) -> Result<(), ToolError> {
 fn disk(args: Disk) -> Result<u64, ToolError> {
     use std::io::{Seek, SeekFrom, Write};
     let path = &args.path;
-    let open = || std::fs::OpenOptions::new().write(true).create(true).open(path);
+    let open = || std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path);
     match args.op.as_str() {
         "set_len" => open()?.set_len(args.n)?,
         "append" => {
