@@ -98,8 +98,7 @@ fn main() -> anyhow::Result<()> {
     );
     section.tables.push(table);
     section.notes = notes;
-    let smollm2 = workspace().join("target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    anyhow::ensure!(smollm2.is_file(), "{} is missing: run `just smollm2`", smollm2.display());
+    let smollm2 = autoglm_test_support::gguf::smollm2();
     let (peer, gguf_notes) = gguf_rows(&smollm2, threads, quick)?;
     section.tables.push(peer);
     section.notes.extend(gguf_notes);
@@ -112,10 +111,6 @@ fn main() -> anyhow::Result<()> {
         series,
     });
     section.record()
-}
-
-fn workspace() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 /// SmolLM2-135M-Instruct (Q4_1, from the PyPI wheel) on our engine beside llama.cpp on the
@@ -197,7 +192,7 @@ fn llama_cpp(
     prompt: usize,
     steps: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let dir = workspace().join("target/llama-cpp");
+    let dir = autoglm_test_support::target_dir().join("llama-cpp");
     let out = std::process::Command::new("node")
         .current_dir(&dir)
         .arg("measure.mjs")

@@ -252,32 +252,22 @@ pub fn write(path: &Path, metadata: &[(String, Value)], tensors: &[(String, QTen
     candle_core::quantized::gguf_file::write(&mut file, &metadata, &tensors).unwrap();
 }
 
-/// The repository's root (tests run in their crate's directory).
-fn workspace_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("justfile").is_file() {
-        assert!(dir.pop(), "no justfile above {}", env!("CARGO_MANIFEST_DIR"));
-    }
-    dir
-}
-
 /// SmolLM2-135M-Instruct, Q4_1, as `just smollm2` fetches it (a prerequisite of `just test`).
 pub fn smollm2() -> PathBuf {
-    let path = workspace_root().join("target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `just smollm2` (a prerequisite of `just test`) to fetch it",
-        path.display()
-    );
-    path
+    made("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "just smollm2", "fetch it")
 }
 
 /// The Python of the pinned GGUF tokenizer environment `just python-env` makes.
 pub fn gguf_python() -> PathBuf {
-    let path = workspace_root().join("target/py/gguf/bin/python");
+    made("py/gguf/bin/python", "just python-env", "make it")
+}
+
+/// `target/<relative>`, which `recipe` (a prerequisite of `just test`) makes.
+fn made(relative: &str, recipe: &str, what: &str) -> PathBuf {
+    let path = crate::target_dir().join(relative);
     assert!(
         path.is_file(),
-        "{} is missing: run `just python-env` (a prerequisite of `just test`) to make it",
+        "{} is missing: run `{recipe}` (a prerequisite of `just test`) to {what}",
         path.display()
     );
     path
@@ -285,5 +275,5 @@ pub fn gguf_python() -> PathBuf {
 
 /// The repository's `tests/python` directory.
 pub fn python_tests() -> PathBuf {
-    workspace_root().join("tests/python")
+    crate::workspace_dir().join("tests/python")
 }

@@ -10,15 +10,7 @@ use autoglm_host::config::{Config, ModelSettings};
 use autoglm_host::error::CallError;
 use serde_json::Value;
 
-/// The workspace's root directory.
-pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The workspace's `target/` directory.
-pub fn target_dir() -> PathBuf {
-    workspace_dir().join("target")
-}
+pub use crate::{target_dir, workspace_dir};
 
 /// `target/<folder>/<name>.wasm`, built by the `just <folder>` recipe.
 fn built(folder: &str, name: &str) -> PathBuf {

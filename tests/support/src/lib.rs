@@ -12,3 +12,15 @@ pub mod gguf;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod scripted;
+
+use std::path::{Path, PathBuf};
+
+/// The workspace's root directory.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The workspace's `target/` directory.
+pub fn target_dir() -> PathBuf {
+    workspace_dir().join("target")
+}
