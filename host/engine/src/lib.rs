@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod blocks;
 pub mod chat;
 pub mod checkpoint;
 pub mod constrain;
@@ -481,10 +482,10 @@ impl Engine {
         let types: Vec<String> =
             gguf.tensor_types().iter().map(|(t, n)| format!("{n} {t}")).collect();
         let mut format = format!("GGUF {}: {}", gguf.layout().key_prefix(), types.join(", "));
-        if weights.requantized() > 0 {
+        if weights.float_input() > 0 {
             format.push_str(&format!(
-                " ({} requantized to Q8_0 for candle's SIMD kernels)",
-                weights.requantized()
+                " ({} multiplied with unquantized activations)",
+                weights.float_input()
             ));
         }
         tracing::info!(

@@ -9,6 +9,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
+use crate::blocks::FloatInputMatrix;
 use crate::checkpoint::{Architecture, ModelConfig};
 
 /// Which kernels the forward pass uses.
@@ -230,10 +231,10 @@ impl WeightSource for VarBuilder<'_> {
 pub enum Matrix {
     /// Dense weights (safetensors, or a float tensor in a GGUF); gradients flow through it.
     Dense(Linear),
-    /// Weights kept in a GGML block format, multiplied by candle's quantized kernels.
+    /// Weights kept in a GGML block format.
     Quantized {
-        /// The matrix.
-        weight: QMatMul,
+        /// The matrix and the kernel that multiplies it.
+        weight: QuantizedKernel,
         /// The bias, dense.
         bias: Option<Tensor>,
     },
@@ -242,10 +243,30 @@ pub enum Matrix {
     Stacked(Vec<Matrix>),
 }
 
+/// Which kernel multiplies a quantized matrix.
+#[derive(Debug, Clone)]
+pub enum QuantizedKernel {
+    /// candle's, which round the activations to 8 bits a block first.
+    Candle(QMatMul),
+    /// Ours, with the activations as they are (CPU, 32-value block formats).
+    FloatInput(FloatInputMatrix),
+}
+
 impl Matrix {
-    /// A quantized matrix; float tensors become plain matmuls.
+    /// A quantized matrix multiplied by candle's kernels; float tensors become plain matmuls.
     pub fn quantized(weight: Arc<QTensor>) -> Result<Self> {
-        Ok(Self::Quantized { weight: QMatMul::from_arc(weight)?, bias: None })
+        Ok(Self::Quantized {
+            weight: QuantizedKernel::Candle(QMatMul::from_arc(weight)?),
+            bias: None,
+        })
+    }
+
+    /// A quantized matrix multiplied with unquantized activations ([`FloatInputMatrix`]).
+    pub fn float_input(weight: &QTensor) -> Result<Self> {
+        Ok(Self::Quantized {
+            weight: QuantizedKernel::FloatInput(FloatInputMatrix::new(weight)?),
+            bias: None,
+        })
     }
 
     /// The same matrix with `bias` added to its output.
@@ -266,7 +287,11 @@ impl Module for Matrix {
             Self::Dense(linear) => linear.forward(x),
             Self::Quantized { weight, bias } => {
                 // The quantized kernels read their input as one contiguous block.
-                let y = weight.forward(&x.contiguous()?)?;
+                let x = x.contiguous()?;
+                let y = match weight {
+                    QuantizedKernel::Candle(q) => q.forward(&x)?,
+                    QuantizedKernel::FloatInput(q) => q.forward(&x)?,
+                };
                 match bias {
                     Some(bias) => y.broadcast_add(bias),
                     None => Ok(y),

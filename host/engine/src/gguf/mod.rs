@@ -25,6 +25,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Result as CandleResult, Tensor};
 
 use crate::EngineError;
+use crate::blocks::FloatInputMatrix;
 use crate::checkpoint::{Architecture, AutoglmSettings, ModelConfig};
 use crate::model::{LayerWeight, Matrix, Weight, WeightSource};
 
@@ -66,17 +67,16 @@ impl Layout {
 /// How the file's matrices are held for the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Matrices {
-    /// As stored, except that on the CPU the block types candle 0.11 multiplies on its scalar
-    /// path only (Q4_1, Q5_0, Q5_1; Q4_0, Q8_0 and the K types have SIMD kernels) are
-    /// requantized to Q8_0 at load: same block length, 8 bits a value where they have 4 or 5,
-    /// for 1.7x Q4_1's memory.
+    /// As stored; on the CPU the 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) are
+    /// multiplied with unquantized activations ([`crate::blocks`]), so the result is the
+    /// file's exact values at work. The K types go to candle's kernels.
     #[default]
-    Fast,
-    /// Every matrix as stored.
+    Exact,
+    /// Every matrix as stored, multiplied by candle's kernels, which round activations to 8
+    /// bits a block (as llama.cpp does).
     AsStored,
-    /// Every matrix dequantized to f32: the file's exact values multiplied by unquantized
-    /// activations (the quantized kernels round activations to 8 bits a block), for 4 to 8
-    /// times the memory.
+    /// Every matrix dequantized to f32: the same arithmetic as [`Matrices::Exact`] with 4 to
+    /// 8 times the memory.
     Dense,
 }
 
@@ -222,7 +222,7 @@ impl GgufFile {
             device: device.clone(),
             matrices,
             head: None,
-            requantized: 0,
+            float_input: 0,
         })
     }
 
@@ -606,13 +606,13 @@ pub struct GgufWeights<'a> {
     matrices: Matrices,
     /// The embedding as a quantized matrix, for a tied output head.
     head: Option<Matrix>,
-    requantized: usize,
+    float_input: usize,
 }
 
 impl GgufWeights<'_> {
-    /// How many matrices were requantized to Q8_0 so far ([`Matrices::Fast`]).
-    pub fn requantized(&self) -> usize {
-        self.requantized
+    /// How many matrices are multiplied with unquantized activations ([`Matrices::Exact`]).
+    pub fn float_input(&self) -> usize {
+        self.float_input
     }
 
     fn read(&mut self, name: &str) -> CandleResult<QTensor> {
@@ -621,15 +621,15 @@ impl GgufWeights<'_> {
 
     /// `tensor` as the model should hold it.
     fn prepare(&mut self, tensor: QTensor) -> CandleResult<Matrix> {
-        let slow = matches!(tensor.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
         match self.matrices {
             Matrices::Dense => {
                 Ok(Matrix::Dense(candle_nn::Linear::new(tensor.dequantize(&self.device)?, None)))
             }
-            Matrices::Fast if slow && self.device.is_cpu() => {
-                self.requantized += 1;
-                let q8 = QTensor::quantize(&tensor.dequantize(&self.device)?, GgmlDType::Q8_0)?;
-                Matrix::quantized(Arc::new(q8))
+            Matrices::Exact
+                if self.device.is_cpu() && FloatInputMatrix::handles(tensor.dtype()) =>
+            {
+                self.float_input += 1;
+                Matrix::float_input(&tensor)
             }
             _ => Matrix::quantized(Arc::new(tensor)),
         }
