@@ -4,10 +4,10 @@
 //! candle's quantized kernels, like llama.cpp's, round the activations to 8 bits a block
 //! before the dot product. For a small model that rounding is enough to change answers:
 //! SmolLM2-135M's Q4_1 file says the capital of France is "L'Étoile" under both, and "Paris"
-//! when its exact weights meet exact activations. Here each weight row is expanded to f32 in
-//! a buffer that stays in L1 and dotted with every input row, so memory holds and streams
-//! only the blocks; many input rows (a prefill) go to candle's f32 matmul a tile of rows at a
-//! time instead, where a blocked GEMM beats a row of dot products.
+//! when its exact weights meet exact activations. Here a few input rows (decoding) meet each
+//! weight block as it is unpacked in registers, so memory holds and streams only the blocks;
+//! many input rows (a prefill) go to candle's f32 GEMM a tile of unpacked rows at a time,
+//! where a blocked GEMM beats rows of dot products.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -17,7 +17,7 @@ use half::f16;
 
 /// Values per block, in every format here.
 const BLOCK: usize = 32;
-/// Up to this many input rows are dotted against expanded weight rows; more go to the GEMM.
+/// Up to this many input rows meet the blocks directly; more go to the GEMM.
 const DOT_ROWS: usize = 8;
 /// f32 values in one tile expanded for the GEMM (16 MiB).
 const TILE_VALUES: usize = 4 << 20;
@@ -44,7 +44,7 @@ impl Format {
     }
 
     /// Bytes a block occupies, as GGML lays it out.
-    fn block_bytes(self) -> usize {
+    const fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
@@ -121,13 +121,11 @@ impl FloatInputMatrix {
         let row_bytes = self.row_bytes();
         // Output transposed (weight row, then input row), so each task writes one run.
         let transposed = in_parallel(self.rows, m, |first, out| {
-            let mut row = vec![0f32; self.cols];
+            let mut scratch = vec![0f32; self.cols];
             for (n, out) in out.chunks_mut(m).enumerate() {
                 let start = (first + n) * row_bytes;
-                expand(self.format, &self.blocks[start..start + row_bytes], &mut row);
-                for (j, y) in out.iter_mut().enumerate() {
-                    *y = dot(&row, &input[j * self.cols..(j + 1) * self.cols]);
-                }
+                let blocks = &self.blocks[start..start + row_bytes];
+                row_dots(self.format, blocks, input, &mut scratch, out);
             }
         });
         let mut output = vec![0f32; m * self.rows];
@@ -178,13 +176,15 @@ fn in_parallel(items: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sy
     output.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether this CPU has AVX2 and FMA, asked once.
+/// Whether this CPU has AVX2, FMA and F16C, asked once.
 fn wide() -> bool {
     static WIDE: OnceLock<bool> = OnceLock::new();
     *WIDE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -198,33 +198,197 @@ fn expand(format: Format, blocks: &[u8], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: `wide` checked that the CPU has the features the function is built for.
-        return unsafe { expand_wide(format, blocks, out) };
+        return unsafe { avx2::expand(format, blocks, out) };
     }
     expand_portable(format, blocks, out)
 }
 
-/// The sum of `a[i] * b[i]`.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The dot products of one weight row (`blocks`) with each input row of `input` (`m` rows
+/// of the row's width), into `out`; `scratch` holds the row's width.
+fn row_dots(format: Format, blocks: &[u8], input: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+    let cols = scratch.len();
     #[cfg(target_arch = "x86_64")]
     if wide() {
-        // SAFETY: as for `expand`.
-        return unsafe { dot_wide(a, b) };
+        // Two input rows a pass: eight accumulators and four weight vectors fit the sixteen
+        // vector registers, and the weights are unpacked once for both.
+        for (pair, out) in input.chunks(2 * cols).zip(out.chunks_mut(2)) {
+            // SAFETY: as for `expand`.
+            unsafe {
+                if let [y0, y1] = out {
+                    let (x0, x1) = pair.split_at(cols);
+                    [*y0, *y1] = avx2::row_dots(format, blocks, [x0, x1]);
+                } else {
+                    [out[0]] = avx2::row_dots(format, blocks, [pair]);
+                }
+            }
+        }
+        return;
     }
-    dot_portable(a, b)
+    row_dots_portable(format, blocks, input, scratch, out)
 }
 
-// The same loops compiled twice: once for the baseline target and once with AVX2 and FMA
-// enabled, where the compiler turns them into 8-wide vector code.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn expand_wide(format: Format, blocks: &[u8], out: &mut [f32]) {
-    expand_portable(format, blocks, out)
+fn row_dots_portable(
+    format: Format,
+    blocks: &[u8],
+    input: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    expand_portable(format, blocks, scratch);
+    for (x, y) in input.chunks_exact(scratch.len()).zip(out) {
+        *y = dot_portable(scratch, x);
+    }
 }
 
+/// The same arithmetic with AVX2, FMA and F16C, which every x86-64 CPU of the last decade has.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_wide(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, Format, expand_portable};
+
+    // `decode` and `half` are inlined by force, which a function with target features
+    // cannot ask for: as separate calls they cost more than the arithmetic. Once inside
+    // the callers below, which enable the features, the intrinsics inline too.
+
+    /// # Safety
+    /// The CPU has F16C.
+    #[inline(always)]
+    unsafe fn half(bits: &[u8]) -> f32 {
+        let bits = u16::from_le_bytes([bits[0], bits[1]]);
+        // SAFETY: the caller's promise.
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))) }
+    }
+
+    /// The low eight bytes of `q` (values 0 to 15) as `q * scale + offset`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[inline(always)]
+    unsafe fn nibbles(q: __m128i, scale: __m256, offset: __m256) -> __m256 {
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), scale, offset) }
+    }
+
+    /// One block's 32 values as four vectors of eight.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[inline(always)]
+    unsafe fn decode(format: Format, block: &[u8]) -> [__m256; 4] {
+        // SAFETY: the caller's promise for the features; every load reads inside `block`,
+        // whose length `chunks_exact` fixed to the format's block size.
+        unsafe {
+            let d = half(&block[0..2]);
+            match format {
+                Format::Q8_0 => {
+                    let scale = _mm256_set1_ps(d);
+                    std::array::from_fn(|i| {
+                        let q = _mm_loadl_epi64(block[2 + 8 * i..].as_ptr().cast());
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale)
+                    })
+                }
+                Format::Q4_0 | Format::Q4_1 => {
+                    let (offset, qs) = match format {
+                        Format::Q4_0 => (-8.0 * d, &block[2..18]),
+                        _ => (half(&block[2..4]), &block[4..20]),
+                    };
+                    let (scale, offset) = (_mm256_set1_ps(d), _mm256_set1_ps(offset));
+                    let q = _mm_loadu_si128(qs.as_ptr().cast());
+                    let mask = _mm_set1_epi8(0x0F);
+                    let low = _mm_and_si128(q, mask);
+                    let high = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+                    [
+                        nibbles(low, scale, offset),
+                        nibbles(_mm_srli_si128(low, 8), scale, offset),
+                        nibbles(high, scale, offset),
+                        nibbles(_mm_srli_si128(high, 8), scale, offset),
+                    ]
+                }
+                Format::Q5_0 | Format::Q5_1 => {
+                    let mut values = [0f32; BLOCK];
+                    expand_portable(format, block, &mut values);
+                    std::array::from_fn(|i| _mm256_loadu_ps(values[8 * i..].as_ptr()))
+                }
+            }
+        }
+    }
+
+    /// `$body` with `$name` a constant, once per format: each copy of a loop over blocks is
+    /// compiled for one format, with no branch on the format inside.
+    macro_rules! per_format {
+        ($format:expr, $name:ident => $body:block) => {
+            match $format {
+                Format::Q4_0 => {
+                    const $name: Format = Format::Q4_0;
+                    $body
+                }
+                Format::Q4_1 => {
+                    const $name: Format = Format::Q4_1;
+                    $body
+                }
+                Format::Q5_0 => {
+                    const $name: Format = Format::Q5_0;
+                    $body
+                }
+                Format::Q5_1 => {
+                    const $name: Format = Format::Q5_1;
+                    $body
+                }
+                Format::Q8_0 => {
+                    const $name: Format = Format::Q8_0;
+                    $body
+                }
+            }
+        };
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn expand(format: Format, blocks: &[u8], out: &mut [f32]) {
+        per_format!(format, FORMAT => {
+            let size = FORMAT.block_bytes();
+            for (block, out) in blocks.chunks_exact(size).zip(out.chunks_exact_mut(BLOCK)) {
+                // SAFETY: this function runs only with the features `decode` needs.
+                let values = unsafe { decode(FORMAT, block) };
+                for (values, out) in values.into_iter().zip(out.chunks_exact_mut(8)) {
+                    // SAFETY: `out` is eight floats.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), values) }
+                }
+            }
+        })
+    }
+
+    /// The dot products of one weight row with `G` input rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn row_dots<const G: usize>(
+        format: Format,
+        blocks: &[u8],
+        inputs: [&[f32]; G],
+    ) -> [f32; G] {
+        // Four partial sums per input row, so consecutive multiply-adds do not wait on
+        // each other.
+        let mut sums = [[_mm256_setzero_ps(); 4]; G];
+        per_format!(format, FORMAT => {
+            for (b, block) in blocks.chunks_exact(FORMAT.block_bytes()).enumerate() {
+                // SAFETY: as in `expand`.
+                let weights = unsafe { decode(FORMAT, block) };
+                for (sums, input) in sums.iter_mut().zip(inputs) {
+                    let x = &input[b * BLOCK..(b + 1) * BLOCK];
+                    for (i, sum) in sums.iter_mut().enumerate() {
+                        // SAFETY: `x` is 32 floats and `i` is below 4.
+                        let x = unsafe { _mm256_loadu_ps(x[8 * i..].as_ptr()) };
+                        *sum = _mm256_fmadd_ps(weights[i], x, *sum);
+                    }
+                }
+            }
+        });
+        sums.map(|[a, b, c, d]| {
+            let v = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
+            let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+            _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)))
+        })
+    }
 }
 
 #[inline(always)]
@@ -305,6 +469,35 @@ mod tests {
                 assert_eq!(got.dims(), expected.dims());
                 let err = (got - expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(err < 1e-4, "{dtype:?} {:?}: max error {err}", x.dims());
+            }
+        }
+        Ok(())
+    }
+
+    /// The vector code computes what the portable code does, which the test above checks
+    /// only on a CPU without AVX2.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_code_matches_the_portable_code() -> Result<()> {
+        assert!(wide(), "the test machines have AVX2, FMA and F16C");
+        let w = Tensor::randn(0f32, 1.0, (3, 96), &Device::Cpu)?;
+        let x: Vec<f32> =
+            Tensor::randn(0f32, 1.0, (3, 96), &Device::Cpu)?.flatten_all()?.to_vec1()?;
+        for dtype in
+            [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1, GgmlDType::Q8_0]
+        {
+            let q = FloatInputMatrix::new(&QTensor::quantize(&w, dtype)?)?;
+            let row = &q.blocks[..q.row_bytes()];
+            let (mut portable, mut vector) = ([0f32; 96], [0f32; 96]);
+            expand_portable(q.format, row, &mut portable);
+            // SAFETY: `wide` was asserted above.
+            unsafe { avx2::expand(q.format, row, &mut vector) };
+            assert_eq!(portable, vector, "{dtype:?}");
+            let (mut portable, mut vector) = ([0f32; 3], [0f32; 3]);
+            row_dots_portable(q.format, row, &x, &mut [0f32; 96], &mut portable);
+            row_dots(q.format, row, &x, &mut [0f32; 96], &mut vector);
+            for (p, v) in portable.iter().zip(vector) {
+                assert!((p - v).abs() <= 1e-4 * p.abs().max(1.0), "{dtype:?}: {p} vs {v}");
             }
         }
         Ok(())
