@@ -4,15 +4,18 @@
 //! `--quick` (or AUTOGLM_BENCH_QUICK=1) leaves the 1B case out. Records the report's
 //! `engine` section under `just bench`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use autoglm_bench::{Chart, Section, Series, Table, ratio, significant};
+use autoglm_engine::tokenizer::GLM4_SPECIAL_TOKENS;
 use autoglm_engine::weights::expected_tensors;
 use autoglm_engine::{
     Architecture, BatchItem, DeviceChoice, Engine, GlmModel, KvCache, ModelConfig, SamplingParams,
 };
-use autoglm_test_support::checkpoint::{argmax, random_model};
+use autoglm_test_support::checkpoint::{argmax, random_model, random_tensors};
+use autoglm_test_support::gguf::{self, Arch, Vocabulary};
+use candle_core::quantized::GgmlDType;
 use serde_json::json;
 
 struct Case {
@@ -37,7 +40,7 @@ fn main() -> anyhow::Result<()> {
             name: "1B",
             config: json!({"architectures": ["Glm4ForCausalLM"], "vocab_size": 151552, "hidden_size": 2048, "intermediate_size": 6144,
                 "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 128,
-                "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}),
+                "partial_rotary_factor": 0.5, "rope_theta": 10000.0, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}),
             prompt: 32,
             decode_steps: 8,
         });
@@ -54,54 +57,79 @@ fn main() -> anyhow::Result<()> {
     ]);
     let mut series = Series::named(&["decode, batch 1", "decode, batch 8"]);
     let mut notes = Vec::new();
+    let mut peers = Vec::new();
     for case in &cases {
         let config: ModelConfig =
             serde_json::from_value(case.config.clone()).expect("valid config");
-        let model = random_model(&config, 7);
         let params: usize = expected_tensors(&config, Architecture::Glm4)
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
         let vocab = config.vocab_size as u32;
-        let one = measure(&model, vocab, 1, case.prompt, case.decode_steps);
-        let eight = measure(&model, vocab, 8, case.prompt, case.decode_steps);
-        table.row(vec![
-            case.name.to_string(),
-            format!("{}M", significant(params as f64 / 1e6)),
-            significant(one.0),
-            significant(eight.0),
-            significant(one.1),
-            significant(eight.1),
-            ratio(eight.1, one.1),
-        ]);
-        series[0].values.push(one.1);
-        series[1].values.push(eight.1);
-        notes.push(format!(
-            "{}: decoding 8 sequences in one batch gives {} the tokens/s of one at a time \
-             (prefill {}).",
-            case.name,
-            ratio(eight.1, one.1),
-            ratio(eight.0, one.0)
-        ));
+        let f32_decode = {
+            let model = random_model(&config, 7);
+            let one = measure(&model, vocab, 1, case.prompt, case.decode_steps);
+            let eight = measure(&model, vocab, 8, case.prompt, case.decode_steps);
+            table.row(speed_row(case.name.to_string(), params, one, eight));
+            series[0].values.push(one.1);
+            series[1].values.push(eight.1);
+            notes.push(format!(
+                "{}: decoding 8 sequences in one batch gives {} the tokens/s of one at a time \
+                 (prefill {}).",
+                case.name,
+                ratio(eight.1, one.1),
+                ratio(eight.0, one.0)
+            ));
+            one.1
+        };
+        if case.name != "1B" {
+            continue;
+        }
+        // The same weights as GGUF files, quantized: what memory bandwidth buys.
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+            let file = bench_gguf(case, &config, dtype)?;
+            let engine = Engine::load(&file, DeviceChoice::Cpu, |_, _| {})?;
+            let one = measure(engine.model(), vocab, 1, case.prompt, case.decode_steps);
+            let eight = measure(engine.model(), vocab, 8, case.prompt, case.decode_steps);
+            table.row(speed_row(format!("{} {dtype:?} GGUF", case.name), params, one, eight));
+            notes.push(format!(
+                "{} {dtype:?}: decode at batch 1 is {} our own f32's{}.",
+                case.name,
+                ratio(one.1, f32_decode),
+                if dtype == GgmlDType::Q4_0 { " (goal ≥ 2x)" } else { "" }
+            ));
+            if dtype == GgmlDType::Q4_0 {
+                peers.push((format!("GLM-4 {} shape, Q4_0, random", case.name), file, engine));
+            }
+        }
     }
-    println!("engine (CPU, f32, {threads} threads)\n{}", table.text());
+    println!("engine (CPU, {threads} threads)\n{}", table.text());
     let mut section = Section::new(
         "engine",
         "Engine: prefill and decode tokens/s, batching gain",
         &format!(
-            "The GLM-4 engine on this machine's CPU (f32, {threads} threads), with random weights \
+            "The GLM-4 engine on this machine's CPU ({threads} threads), with random weights \
              really materialised: the demo model's shape (tiny) and{} a ~1B-parameter GLM-4-0414 \
-             shape. Prefill: one pass over a 64-token (tiny) or 32-token (1B) prompt per \
+             shape, in f32 and as the same weights in Q8_0 and Q4_0 GGUF files. Prefill: one pass over a 64-token (tiny) or 32-token (1B) prompt per \
              sequence; decode: one token per sequence per pass. The baseline of each batched figure is batch 1.",
             if quick { " (left out in quick mode)" } else { "" }
         ),
     );
     section.tables.push(table);
     section.notes = notes;
-    let smollm2 = autoglm_test_support::gguf::smollm2();
-    let (peer, gguf_notes) = gguf_rows(&smollm2, threads, quick)?;
+    let smollm2 = gguf::smollm2();
+    let engine = Engine::load(&smollm2, DeviceChoice::Cpu, |_, _| {})?;
+    let (prompt, steps) = (64, if quick { 16 } else { 64 });
+    let (peer, peer_note) =
+        beside_llama_cpp("SmolLM2-135M Q4_1", &smollm2, &engine, prompt, steps)?;
     section.tables.push(peer);
-    section.notes.extend(gguf_notes);
+    section.notes.push(peer_note);
+    section.notes.push(time_to_first_token(&engine)?);
+    for (name, file, engine) in &peers {
+        let (peer, peer_note) = beside_llama_cpp(name, file, engine, 32, 16)?;
+        section.tables.push(peer);
+        section.notes.push(peer_note);
+    }
     section.charts.push(Chart {
         file: "engine.png".into(),
         title: "Decode tokens/s, batch 1 vs batch 8 (log scale)".into(),
@@ -113,17 +141,61 @@ fn main() -> anyhow::Result<()> {
     section.record()
 }
 
-/// SmolLM2-135M-Instruct (Q4_1, from the PyPI wheel) on our engine beside llama.cpp on the
-/// same file, and the time to a first token behind a long tools block, cold and warm.
-fn gguf_rows(file: &Path, threads: usize, quick: bool) -> anyhow::Result<(Table, Vec<String>)> {
-    let (prompt, steps) = (64, if quick { 16 } else { 64 });
-    let engine = Engine::load(file, DeviceChoice::Cpu, |_, _| {})?;
+/// A row of the speed table.
+fn speed_row(name: String, params: usize, one: (f64, f64), eight: (f64, f64)) -> Vec<String> {
+    vec![
+        name,
+        format!("{}M", significant(params as f64 / 1e6)),
+        significant(one.0),
+        significant(eight.0),
+        significant(one.1),
+        significant(eight.1),
+        ratio(eight.1, one.1),
+    ]
+}
+
+/// The `case` model's random weights (the f32 rows' seed) as a glm4 GGUF of `dtype` with a
+/// BPE vocabulary in its metadata, which llama.cpp loads too; written once into
+/// target/bench-gguf.
+fn bench_gguf(case: &Case, config: &ModelConfig, dtype: GgmlDType) -> anyhow::Result<PathBuf> {
+    let dir = autoglm_test_support::target_dir().join("bench-gguf");
+    let path = dir.join(format!("glm4-{}-{dtype:?}.gguf", case.name));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("writing {} (once) ...", path.display());
+    let tensors = random_tensors(&expected_tensors(config, Architecture::Glm4), 7);
+    // llama.cpp refuses a vocabulary without merges, so a small BPE is trained on the
+    // prompt it measures with, then padded to the model's vocabulary.
+    let corpus = ["The quick brown fox jumps over the lazy dog while the engine counts tokens."];
+    let mut vocabulary = Vocabulary::trained(&corpus, 300, &GLM4_SPECIAL_TOKENS);
+    vocabulary.pad_to(config.vocab_size);
+    let mut metadata = gguf::model_metadata(Arch::Glm4, &case.config);
+    metadata.extend(vocabulary.metadata("<|endoftext|>", Some("<|user|>")));
+    // Written aside and renamed, so an interrupted run leaves no half file to be taken.
+    let partial = path.with_extension("partial");
+    gguf::write(&partial, &metadata, &gguf::gguf_tensors(Arch::Glm4, &tensors, dtype));
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
+}
+
+/// `engine` (holding `file`) beside llama.cpp on the same file: prefill and decode tokens/s,
+/// greedy, a `prompt`-token prompt, `steps` new tokens, end of text ignored.
+fn beside_llama_cpp(
+    name: &str,
+    file: &Path,
+    engine: &Engine,
+    prompt: usize,
+    steps: usize,
+) -> anyhow::Result<(Table, String)> {
+    let threads = candle_core::utils::get_num_threads();
     let vocab = engine.tokenizer().vocab_size() as u32;
     let one = measure(engine.model(), vocab, 1, prompt, steps);
     let eight = measure(engine.model(), vocab, 8, prompt, steps);
     let peer = llama_cpp(file, threads, prompt, steps)?;
     let mut table = Table::new(&[
-        "SmolLM2-135M Q4_1",
+        name,
         "prefill tok/s",
         "decode tok/s, batch 1",
         "decode tok/s, batch 8",
@@ -146,9 +218,21 @@ fn gguf_rows(file: &Path, threads: usize, quick: bool) -> anyhow::Result<(Table,
         ratio(one.1, peer.1),
         ratio(eight.1, peer.1),
     ]);
-    println!("SmolLM2 on this engine and on llama.cpp\n{}", table.text());
+    println!("{name} on this engine and on llama.cpp\n{}", table.text());
+    let note = format!(
+        "{name}: decode at batch 1 is {} of llama.cpp's on the same file and threads, and 8 \
+         sequences together {} of llama.cpp's batch 1 (greedy, a {prompt}-token prompt, {steps} \
+         new tokens, end of text ignored); prefill {} of llama.cpp's.",
+        ratio(one.1, peer.1),
+        ratio(eight.1, peer.1),
+        ratio(one.0, peer.0),
+    );
+    Ok((table, note))
+}
 
-    // Behind a ~1,000-token tools block: the first request prefills it, the next reuses it.
+/// Time to the first token behind a ~1,000-token tools block: the first request prefills
+/// it, the next reuses it from the prefix cache.
+fn time_to_first_token(engine: &Engine) -> anyhow::Result<String> {
     let tools = (0..40)
         .map(|i| format!("tool_{i}(city: string, units: string): looks up item {i} for a city. "))
         .collect::<String>();
@@ -163,25 +247,14 @@ fn gguf_rows(file: &Path, threads: usize, quick: bool) -> anyhow::Result<(Table,
     };
     let (cold, tokens) = ask("What is the weather in Paris?")?;
     let (warm, _) = ask("What is the weather in Oslo?")?;
-    let notes = vec![
-        format!(
-            "SmolLM2: decode at batch 1 is {} of llama.cpp's on the same file and threads, and 8 \
-             sequences together {} of llama.cpp's batch 1 (greedy, a {prompt}-token prompt, {steps} \
-             new tokens, end of text ignored). candle 0.11 has no SIMD kernel for Q4_1, so the \
-             file's matrices are requantized to Q8_0 at load.",
-            ratio(one.1, peer.1),
-            ratio(eight.1, peer.1),
-        ),
-        format!(
-            "Time to the first token behind a {tokens}-token prompt (a tools block of 40 tools): \
-             {} cold, {} with the prefix cache holding the tools block from an earlier question \
-             ({}; goal ≤ 0.1x).",
-            autoglm_bench::duration(cold),
-            autoglm_bench::duration(warm),
-            ratio(warm.as_secs_f64(), cold.as_secs_f64()),
-        ),
-    ];
-    Ok((table, notes))
+    Ok(format!(
+        "Time to the first token behind a {tokens}-token prompt (a tools block of 40 tools): \
+         {} cold, {} with the prefix cache holding the tools block from an earlier question \
+         ({}; goal ≤ 0.1x).",
+        autoglm_bench::duration(cold),
+        autoglm_bench::duration(warm),
+        ratio(warm.as_secs_f64(), cold.as_secs_f64()),
+    ))
 }
 
 /// llama.cpp's prefill and decode tokens/s on `file` (bench/llama-cpp/measure.mjs, installed

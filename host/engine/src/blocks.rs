@@ -209,18 +209,31 @@ fn row_dots(format: Format, blocks: &[u8], input: &[f32], scratch: &mut [f32], o
     let cols = scratch.len();
     #[cfg(target_arch = "x86_64")]
     if wide() {
-        // Two input rows a pass: eight accumulators and four weight vectors fit the sixteen
-        // vector registers, and the weights are unpacked once for both.
-        for (pair, out) in input.chunks(2 * cols).zip(out.chunks_mut(2)) {
+        // Four input rows a pass with two partial sums each, or fewer with four: either way
+        // the sums and four weight vectors fit the sixteen vector registers, and each
+        // block is unpacked once for all the rows of the pass.
+        let (mut input, mut out) = (input, out);
+        while !out.is_empty() {
+            let rows = if out.len() >= 4 { 4 } else { out.len().min(2) };
+            let (x, rest) = input.split_at(rows * cols);
+            let (y, more) = out.split_at_mut(rows);
+            let mut xs = x.chunks_exact(cols);
+            let mut next = || xs.next().expect("a row for each output");
             // SAFETY: as for `expand`.
             unsafe {
-                if let [y0, y1] = out {
-                    let (x0, x1) = pair.split_at(cols);
-                    [*y0, *y1] = avx2::row_dots(format, blocks, [x0, x1]);
-                } else {
-                    [out[0]] = avx2::row_dots(format, blocks, [pair]);
+                match y {
+                    [y0, y1, y2, y3] => {
+                        [*y0, *y1, *y2, *y3] =
+                            avx2::row_dots::<4, 2>(format, blocks, [next(), next(), next(), next()])
+                    }
+                    [y0, y1] => {
+                        [*y0, *y1] = avx2::row_dots::<2, 4>(format, blocks, [next(), next()])
+                    }
+                    [y0] => [*y0] = avx2::row_dots::<1, 4>(format, blocks, [next()]),
+                    _ => unreachable!("passes of 4, 2 or 1 rows"),
                 }
             }
+            (input, out) = (rest, more);
         }
         return;
     }
@@ -358,32 +371,32 @@ mod avx2 {
         })
     }
 
-    /// The dot products of one weight row with `G` input rows.
+    /// The dot products of one weight row with `G` input rows, each summed in `A` parts.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn row_dots<const G: usize>(
+    pub(super) fn row_dots<const G: usize, const A: usize>(
         format: Format,
         blocks: &[u8],
         inputs: [&[f32]; G],
     ) -> [f32; G] {
-        // Four partial sums per input row, so consecutive multiply-adds do not wait on
+        // Several partial sums per input row, so consecutive multiply-adds do not wait on
         // each other.
-        let mut sums = [[_mm256_setzero_ps(); 4]; G];
+        let mut sums = [[_mm256_setzero_ps(); A]; G];
         per_format!(format, FORMAT => {
             for (b, block) in blocks.chunks_exact(FORMAT.block_bytes()).enumerate() {
                 // SAFETY: as in `expand`.
                 let weights = unsafe { decode(FORMAT, block) };
                 for (sums, input) in sums.iter_mut().zip(inputs) {
                     let x = &input[b * BLOCK..(b + 1) * BLOCK];
-                    for (i, sum) in sums.iter_mut().enumerate() {
+                    for (i, weights) in weights.iter().enumerate() {
                         // SAFETY: `x` is 32 floats and `i` is below 4.
                         let x = unsafe { _mm256_loadu_ps(x[8 * i..].as_ptr()) };
-                        *sum = _mm256_fmadd_ps(weights[i], x, *sum);
+                        sums[i % A] = _mm256_fmadd_ps(*weights, x, sums[i % A]);
                     }
                 }
             }
         });
-        sums.map(|[a, b, c, d]| {
-            let v = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
+        sums.map(|parts| {
+            let v = parts.into_iter().fold(_mm256_setzero_ps(), |a, b| _mm256_add_ps(a, b));
             let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
             _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)))
@@ -462,7 +475,8 @@ mod tests {
             let q = QTensor::quantize(&w, dtype)?;
             let dense = q.dequantize(&dev)?;
             let ours = FloatInputMatrix::new(&q)?;
-            for shape in [vec![1, 96], vec![2, 3, 96], vec![1, 40, 96]] {
+            for shape in [vec![1, 96], vec![3, 96], vec![1, 5, 96], vec![2, 3, 96], vec![1, 40, 96]]
+            {
                 let x = Tensor::randn(0f32, 1.0, shape, &dev)?;
                 let expected = x.broadcast_matmul(&dense.t()?)?;
                 let got = ours.forward(&x)?;

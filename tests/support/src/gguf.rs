@@ -122,6 +122,11 @@ impl Vocabulary {
     fn add_specials(&mut self, specials: &[&str], size: usize) {
         self.tokens.extend(specials.iter().map(|s| s.to_string()));
         self.types.extend(specials.iter().map(|_| 3));
+        self.pad_to(size);
+    }
+
+    /// Unused tokens appended up to `size`, for a model whose vocabulary is larger.
+    pub fn pad_to(&mut self, size: usize) {
         while self.tokens.len() < size {
             self.tokens.push(format!("[PAD{}]", self.tokens.len()));
             self.types.push(5);
