@@ -60,6 +60,8 @@ pub struct ModelOverrides {
     pub upstream_model: Option<String>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: Option<String>,
+    /// A LoRA adapter directory for the local checkpoint.
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelOverrides {
@@ -80,6 +82,9 @@ impl ModelOverrides {
         }
         if let Some(device) = &self.device {
             settings.device = device.clone();
+        }
+        if let Some(adapter) = &self.adapter {
+            settings.adapter = Some(adapter.clone());
         }
         settings
     }

@@ -79,6 +79,8 @@ pub struct ModelSettings {
     /// A local checkpoint (relative to the working directory): a GLM-4 family safetensors
     /// directory, a .gguf file, or a directory holding one .gguf.
     pub path: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory applied to the local checkpoint.
+    pub adapter: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N` for the local checkpoint.
     pub device: String,
     /// Most model turns per request in the agent loop.
@@ -96,6 +98,7 @@ impl Default for ModelSettings {
     fn default() -> Self {
         Self {
             path: None,
+            adapter: None,
             device: "cpu".into(),
             max_steps: DEFAULT_MAX_STEPS,
             batching: Default::default(),

@@ -128,6 +128,10 @@ struct ModelArgs {
     /// or a directory holding one .gguf.
     #[arg(long, env = "AUTOGLM_MODEL")]
     model: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)
+    /// applied to the local checkpoint.
+    #[arg(long, env = "AUTOGLM_ADAPTER")]
+    adapter: Option<PathBuf>,
     /// An OpenAI-compatible server to use as the model instead, e.g. http://vllm:8000/v1.
     #[arg(long, env = "AUTOGLM_UPSTREAM")]
     upstream: Option<String>,
@@ -147,6 +151,7 @@ impl ModelArgs {
             upstream: self.upstream.clone(),
             upstream_model: self.upstream_model.clone(),
             device: self.device.clone(),
+            adapter: self.adapter.clone(),
         }
     }
 

@@ -28,7 +28,8 @@ pub fn open(
     }
     let Some(path) = &settings.path else { return Ok(None) };
     let device = settings.device.parse().map_err(anyhow::Error::msg)?;
-    let mut engine = autoglm_engine::Engine::load(path, device, on_layer)
+    let adapter = settings.adapter.as_deref();
+    let mut engine = autoglm_engine::Engine::load_adapted(path, adapter, device, on_layer)
         .with_context(|| format!("cannot load the model in {}", path.display()))?;
     engine.set_prefix_cache_budget(settings.prefix_cache_mib.saturating_mul(1 << 20));
     let local = LocalModel::new(engine, settings.batching.clone());

@@ -1,6 +1,6 @@
 //! `config.json` of a GLM-4 family checkpoint: the architecture and the shapes it implies.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -61,6 +61,96 @@ pub struct AutoglmSettings {
     /// Tool arguments (tool name -> argument names) whose values the decoder holds to
     /// whole-word spans of the conversation: where this model copies better constrained.
     pub copy_arguments: std::collections::HashMap<String, Vec<String>>,
+    /// The GGUF whose weights this directory runs (its config.json then holds nothing but
+    /// these settings): a path relative to the directory, or absolute.
+    pub base: Option<String>,
+    /// A LoRA adapter directory applied to the weights, relative to the directory or absolute.
+    pub adapter: Option<String>,
+}
+
+impl AutoglmSettings {
+    /// The adapter these settings name, resolved against the model directory `dir`.
+    pub fn adapter_dir(&self, dir: &Path) -> Result<Option<PathBuf>, EngineError> {
+        self.adapter.as_deref().map(|a| resolve(dir, "autoglm.adapter", a)).transpose()
+    }
+}
+
+/// A model directory whose `config.json` names its parts instead of holding weights: a GGUF
+/// base and maybe an adapter. The shapes, weights, tokenizer, chat template and stop tokens
+/// come from the GGUF; a `tokenizer.json`, `chat_template.jinja` or `generation_config.json`
+/// in the directory overrides the file's, and the directory's `autoglm` settings (tools
+/// block, copy rules) apply as for any checkpoint.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// The GGUF file.
+    pub base: PathBuf,
+    /// The adapter directory.
+    pub adapter: Option<PathBuf>,
+    /// The directory's `autoglm` settings.
+    pub settings: AutoglmSettings,
+}
+
+impl Parts {
+    /// The parts `dir/config.json` names; None when it describes a checkpoint of its own
+    /// (no `autoglm.base`).
+    pub fn read(dir: &Path) -> Result<Option<Self>, EngineError> {
+        let path = dir.join("config.json");
+        let invalid = |message: String| EngineError::Config { path: path.clone(), message };
+        let text = std::fs::read_to_string(&path).map_err(|e| EngineError::MissingFile {
+            path: path.clone(),
+            what: "the model configuration",
+            source: e,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let Some(autoglm) = value.get("autoglm") else { return Ok(None) };
+        let settings: AutoglmSettings = serde_json::from_value(autoglm.clone())
+            .map_err(|e| invalid(format!("autoglm: {e}")))?;
+        let Some(base) = &settings.base else { return Ok(None) };
+        let mut others: Vec<&String> = (value.as_object().into_iter().flatten())
+            .map(|(key, _)| key)
+            .filter(|key| *key != "autoglm")
+            .collect();
+        if !others.is_empty() {
+            others.sort();
+            return Err(invalid(format!(
+                "autoglm.base names the model's weights, whose shapes come from that GGUF, so                  config.json holds only the \"autoglm\" settings; remove {}",
+                others.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let base = resolve(dir, "autoglm.base", base)?;
+        if !base.is_file() {
+            return Err(EngineError::MissingFile {
+                path: base,
+                what: "the GGUF file autoglm.base in config.json names",
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+        let adapter = settings.adapter_dir(dir)?;
+        Ok(Some(Self { base, adapter, settings }))
+    }
+}
+
+/// `value` of `key` as a path against `dir`; a package reference (`pypi:name==1.0/file`, a
+/// URL) is refused, since nothing here fetches one.
+fn resolve(dir: &Path, key: &str, value: &str) -> Result<PathBuf, EngineError> {
+    let scheme = value.split_once(':').map(|(scheme, _)| scheme);
+    // A one-letter scheme is a Windows drive (C:\...), not a reference.
+    let reference = scheme.is_some_and(|s| {
+        s.len() > 1
+            && s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if reference || value.is_empty() {
+        return Err(EngineError::Config {
+            path: dir.join("config.json"),
+            message: format!(
+                "{key}: {value:?} is not a path; package references are not resolved yet: give \
+                 a path, relative to this directory or absolute"
+            ),
+        });
+    }
+    Ok(dir.join(value))
 }
 
 /// The parts of `config.json` the engine reads, with Hugging Face's defaults for the rest.

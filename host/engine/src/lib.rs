@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod adapter;
 pub mod blocks;
 pub mod chat;
 pub mod checkpoint;
@@ -32,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, IndexOp};
 
-pub use checkpoint::{Architecture, ModelConfig};
+pub use adapter::Adapter;
+pub use checkpoint::{Architecture, AutoglmSettings, ModelConfig};
 pub use constrain::{CallGrammar, Verdict};
 pub use model::{BatchItem, GlmModel, Kernels, KvCache};
 pub use parse::{Reply, StreamParser, parse_reply};
@@ -117,6 +119,14 @@ pub enum EngineError {
         /// The file.
         path: PathBuf,
         /// One line per tensor.
+        problems: Vec<String>,
+    },
+    /// A LoRA adapter does not fit the model or asks for what the engine does not apply.
+    #[error("{path}: the adapter cannot be applied:\n  {}", problems.join("\n  "))]
+    Adapter {
+        /// The adapter directory.
+        path: PathBuf,
+        /// One line per problem.
         problems: Vec<String>,
     },
     /// The tokenizer could not be used.
@@ -270,11 +280,19 @@ enum Location<'a> {
     Safetensors(&'a Path),
     /// A GGUF file.
     Gguf(PathBuf),
+    /// A directory whose config.json names a GGUF and maybe an adapter.
+    Parts(&'a Path, checkpoint::Parts),
 }
 
 fn locate(path: &Path) -> Result<Location<'_>, EngineError> {
     if path.is_file() {
         return Ok(Location::Gguf(path.to_path_buf()));
+    }
+    if path.is_dir()
+        && path.join("config.json").is_file()
+        && let Some(parts) = checkpoint::Parts::read(path)?
+    {
+        return Ok(Location::Parts(path, parts));
     }
     if !path.is_dir() || path.join("config.json").is_file() {
         return Ok(Location::Safetensors(path));
@@ -305,6 +323,62 @@ fn locate(path: &Path) -> Result<Location<'_>, EngineError> {
             ),
         }),
     }
+}
+
+/// What a GGUF's directory gives it: the files that override the GGUF's own, the `autoglm`
+/// settings, the model's name and the adapter.
+struct Beside<'a> {
+    dir: &'a Path,
+    settings: AutoglmSettings,
+    name: Option<String>,
+    adapter: Option<PathBuf>,
+}
+
+/// The name of the checkpoint directory `dir`, for logs and `/v1/models`.
+fn directory_name(dir: &Path) -> String {
+    (dir.canonicalize().ok().as_deref().unwrap_or(dir).file_name())
+        .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The one adapter of a checkpoint in `dir`: the one its config.json `named` or the one
+/// `given` on the command line, not both.
+fn one_adapter(
+    dir: &Path,
+    named: Option<PathBuf>,
+    given: Option<&Path>,
+) -> Result<Option<PathBuf>, EngineError> {
+    match (named, given) {
+        (Some(named), Some(given)) => Err(EngineError::Config {
+            path: dir.join("config.json"),
+            message: format!(
+                "autoglm.adapter names the adapter {}, and {} was given as well; apply one \
+                 (drop --adapter, or the key)",
+                named.display(),
+                given.display()
+            ),
+        }),
+        (named, given) => Ok(named.or(given.map(Path::to_path_buf))),
+    }
+}
+
+/// The model of `config` from `weights`, with `adapter` applied to them if there is one.
+fn build_model(
+    config: &ModelConfig,
+    arch: Architecture,
+    weights: impl model::WeightSource,
+    adapter: Option<&Adapter>,
+    on_layer: impl FnMut(usize, usize),
+) -> Result<GlmModel, EngineError> {
+    Ok(match adapter {
+        Some(adapter) => GlmModel::new(
+            &adapter.model_config(config),
+            arch,
+            adapter.source(weights),
+            Kernels::Fused,
+            on_layer,
+        )?,
+        None => GlmModel::new(config, arch, weights, Kernels::Fused, on_layer)?,
+    })
 }
 
 /// A loaded model with everything needed to chat with it.
@@ -385,47 +459,84 @@ pub struct Generation {
 
 impl Engine {
     /// Load the checkpoint at `path`: a directory with `config.json`, safetensors weights and
-    /// `tokenizer.json`; a `.gguf` file; or a directory holding exactly one `.gguf` (beside
+    /// `tokenizer.json`; a `.gguf` file; a directory holding exactly one `.gguf` (beside
     /// which a `tokenizer.json`, `chat_template.jinja` or `generation_config.json` overrides
-    /// what the file carries). `on_layer(done, total)` reports progress.
+    /// what the file carries); or a directory whose `config.json` names a GGUF base and an
+    /// adapter ([`checkpoint::Parts`]). `on_layer(done, total)` reports progress.
     pub fn load(
         path: &Path,
         device: DeviceChoice,
         on_layer: impl FnMut(usize, usize),
     ) -> Result<Self, EngineError> {
+        Self::load_adapted(path, None, device, on_layer)
+    }
+
+    /// [`Engine::load`] with the LoRA adapter in the directory `adapter` applied
+    /// ([`adapter`]); a checkpoint whose `config.json` names an adapter (`autoglm.adapter`)
+    /// takes no second one.
+    pub fn load_adapted(
+        path: &Path,
+        adapter: Option<&Path>,
+        device: DeviceChoice,
+        on_layer: impl FnMut(usize, usize),
+    ) -> Result<Self, EngineError> {
         match locate(path)? {
-            Location::Safetensors(dir) => Self::load_safetensors(dir, device, on_layer),
-            Location::Gguf(file) => Self::load_gguf(&file, device, on_layer),
+            Location::Safetensors(dir) => Self::load_safetensors(dir, adapter, device, on_layer),
+            Location::Gguf(file) => {
+                let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+                let beside = Beside {
+                    dir: dir.unwrap_or(Path::new(".")),
+                    settings: AutoglmSettings::default(),
+                    name: file.file_stem().map(|n| n.to_string_lossy().into_owned()),
+                    adapter: adapter.map(Path::to_path_buf),
+                };
+                Self::load_gguf(&file, beside, device, on_layer)
+            }
+            Location::Parts(dir, parts) => {
+                let beside = Beside {
+                    dir,
+                    name: Some(directory_name(dir)),
+                    adapter: one_adapter(dir, parts.adapter, adapter)?,
+                    settings: parts.settings,
+                };
+                Self::load_gguf(&parts.base, beside, device, on_layer)
+            }
         }
     }
 
     fn load_safetensors(
         dir: &Path,
+        adapter: Option<&Path>,
         device: DeviceChoice,
         on_layer: impl FnMut(usize, usize),
     ) -> Result<Self, EngineError> {
         let config = ModelConfig::load(dir)?;
         let arch = config.architecture()?;
-        let tokenizer = GlmTokenizer::load(dir)?;
+        let dev = device.open()?;
+        let adapter = one_adapter(dir, config.autoglm.adapter_dir(dir)?, adapter)?
+            .map(|a| Adapter::open(&a, &config, &dev, device.dtype()))
+            .transpose()?;
+        let mut tokenizer = GlmTokenizer::load(dir)?;
+        if let Some(adapter) = &adapter {
+            tokenizer = adapter.tokenizer(tokenizer)?;
+        }
         let template = ChatTemplate::for_checkpoint(dir, arch, config.autoglm.tools_block)?;
         let defaults = SamplingParams::for_checkpoint(dir)?;
         let expected = weights::expected_tensors(&config, arch);
         let files = weights::weight_files(dir)?;
-        let dev = device.open()?;
         let vb = weights::open(&files, &expected, device.dtype(), &dev)?;
-        let model = GlmModel::new(&config, arch, vb, Kernels::Fused, on_layer)?;
-        let name = dir
-            .canonicalize()
-            .ok()
-            .as_deref()
-            .unwrap_or(dir)
-            .file_name()
-            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let model = build_model(&config, arch, vb, adapter.as_ref(), on_layer)?;
+        let mut format = String::from("safetensors");
+        let mut parameters = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        if let Some(adapter) = &adapter {
+            format.push_str(&format!(" + {}", adapter.describe()));
+            parameters += adapter.parameters();
+        }
         let info = ModelInfo {
-            name,
+            name: directory_name(dir),
             architecture: arch,
-            format: "safetensors".into(),
-            parameters: expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum(),
+            format,
+            parameters,
             max_positions: config.max_position_embeddings,
             device: device.name(),
             jinja_template: template.is_jinja(),
@@ -435,18 +546,28 @@ impl Engine {
 
     fn load_gguf(
         file: &Path,
+        beside: Beside,
         device: DeviceChoice,
         on_layer: impl FnMut(usize, usize),
     ) -> Result<Self, EngineError> {
         let started = Instant::now();
-        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = beside.dir;
         let gguf = gguf::GgufFile::open(file)?;
-        let config = gguf.config().clone();
+        let mut config = gguf.config().clone();
+        config.autoglm = beside.settings;
         let arch = gguf.layout().architecture();
-        let beside = dir.join("tokenizer.json");
-        let inner =
-            if beside.is_file() { tokenizer::read_json(&beside)? } else { gguf.tokenizer()? };
-        let tokenizer = GlmTokenizer::with_stops(inner, gguf.stop_tokens()?)?;
+        let dev = device.open()?;
+        // Activations are f32 on every device for the quantized kernels (GgufWeights::dtype).
+        let adapter = (beside.adapter.as_deref())
+            .map(|a| Adapter::open(a, &config, &dev, DType::F32))
+            .transpose()?;
+        let tokenizer_json = dir.join("tokenizer.json");
+        let inner = if tokenizer_json.is_file() {
+            tokenizer::read_json(&tokenizer_json)?
+        } else {
+            gguf.tokenizer()?
+        };
+        let mut tokenizer = GlmTokenizer::with_stops(inner, gguf.stop_tokens()?)?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(EngineError::Tokenizer(format!(
                 "the tokenizer has {} tokens but the model of {} embeds only {}",
@@ -454,6 +575,9 @@ impl Engine {
                 file.display(),
                 config.vocab_size
             )));
+        }
+        if let Some(adapter) = &adapter {
+            tokenizer = adapter.tokenizer(tokenizer)?;
         }
         let text = |which| -> Result<String, EngineError> {
             let id = gguf.token_id(which)?;
@@ -467,6 +591,7 @@ impl Engine {
             arch,
             glm_vocabulary,
             (&specials.0, &specials.1),
+            config.autoglm.tools_block,
         )?
         .ok_or_else(|| EngineError::GgufUnsupported {
             path: file.to_path_buf(),
@@ -476,9 +601,8 @@ impl Engine {
                 .into(),
         })?;
         let defaults = SamplingParams::for_checkpoint(dir)?;
-        let dev = device.open()?;
         let mut weights = gguf.weights(&dev, gguf::Matrices::default())?;
-        let model = GlmModel::new(&config, arch, &mut weights, Kernels::Fused, on_layer)?;
+        let model = build_model(&config, arch, &mut weights, adapter.as_ref(), on_layer)?;
         let types: Vec<String> =
             gguf.tensor_types().iter().map(|(t, n)| format!("{n} {t}")).collect();
         let mut format = format!("GGUF {}: {}", gguf.layout().key_prefix(), types.join(", "));
@@ -488,6 +612,11 @@ impl Engine {
                 weights.float_input()
             ));
         }
+        let mut parameters = gguf.parameters();
+        if let Some(adapter) = &adapter {
+            format.push_str(&format!(" + {}", adapter.describe()));
+            parameters += adapter.parameters();
+        }
         tracing::info!(
             file = %file.display(),
             format,
@@ -495,12 +624,10 @@ impl Engine {
             "loaded the GGUF checkpoint"
         );
         let info = ModelInfo {
-            name: file
-                .file_stem()
-                .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned()),
+            name: beside.name.unwrap_or_else(|| "model".into()),
             architecture: arch,
             format,
-            parameters: gguf.parameters(),
+            parameters,
             max_positions: config.max_position_embeddings,
             device: device.name(),
             jinja_template: template.is_jinja(),

@@ -241,6 +241,16 @@ pub enum Matrix {
     /// Matrices whose outputs are concatenated: the separate gate and up projections of a
     /// llama GGUF, which may even be stored in different types.
     Stacked(Vec<Matrix>),
+    /// A base matrix with a low-rank side path added to its output, `W x + up (down x)`
+    /// (a LoRA adapter, its scale folded into `up`): the base stays as stored, quantized or not.
+    LowRank {
+        /// The base matrix.
+        base: Box<Matrix>,
+        /// `[rank, in]`.
+        down: Tensor,
+        /// `[out, rank]`.
+        up: Tensor,
+    },
 }
 
 /// Which kernel multiplies a quantized matrix.
@@ -277,6 +287,9 @@ impl Matrix {
             }
             Self::Quantized { weight, .. } => Ok(Self::Quantized { weight, bias: Some(bias) }),
             Self::Stacked(_) => candle_core::bail!("a stacked matrix takes no bias"),
+            Self::LowRank { base, down, up } => {
+                Ok(Self::LowRank { base: Box::new(base.with_bias(bias)?), down, up })
+            }
         }
     }
 }
@@ -301,6 +314,10 @@ impl Module for Matrix {
                 let outputs: Vec<Tensor> =
                     parts.iter().map(|m| m.forward(x)).collect::<Result<_>>()?;
                 Tensor::cat(&outputs, D::Minus1)
+            }
+            Self::LowRank { base, down, up } => {
+                let side = x.broadcast_matmul(&down.t()?)?.broadcast_matmul(&up.t()?)?;
+                base.forward(x)? + side
             }
         }
     }
@@ -438,6 +455,27 @@ impl GlmModel {
         KvCache {
             layers: self.layers.iter().map(|_| candle_nn::kv_cache::KvCache::new(2, 256)).collect(),
         }
+    }
+
+    /// The projection that multiplies as `weight` (Q, K, V, O, GateUp, Down or Head); None
+    /// for the norms, biases and embedding, and for layers the model lacks.
+    pub fn matrix(&self, weight: Weight) -> Option<&Matrix> {
+        use LayerWeight::*;
+        let (n, part) = match weight {
+            Weight::Head => return Some(&self.lm_head),
+            Weight::Layer(n, part) => (n, part),
+            Weight::Embedding | Weight::FinalNorm => return None,
+        };
+        let layer = self.layers.get(n)?;
+        Some(match part {
+            Q => &layer.attention.q,
+            K => &layer.attention.k,
+            V => &layer.attention.v,
+            O => &layer.attention.o,
+            GateUp => &layer.gate_up,
+            Down => &layer.down,
+            _ => return None,
+        })
     }
 
     /// Longest sequence the model accepts.

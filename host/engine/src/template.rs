@@ -113,17 +113,19 @@ impl ChatTemplate {
     /// The template for a GGUF checkpoint in `dir`: the directory's own (as for
     /// [`ChatTemplate::for_checkpoint`]) over the one `embedded` in the file; without either,
     /// the built-in GLM-4 renderer, which only a GLM-4 vocabulary (`glm_vocabulary`) can
-    /// read. `bos` and `eos` are the texts a Jinja template may write for those tokens.
+    /// read, writing tools as `tools_block` says. `bos` and `eos` are the texts a Jinja
+    /// template may write for those tokens.
     pub fn for_gguf(
         dir: &Path,
         embedded: Option<String>,
         arch: Architecture,
         glm_vocabulary: bool,
         (bos, eos): (&str, &str),
+        tools_block: ToolsBlock,
     ) -> Result<Option<Self>, EngineError> {
         Ok(match (find_jinja(dir)?.or(embedded), glm_vocabulary) {
             (Some(source), _) => Some(Self::jinja(source)?.with_special_texts(bos, eos)),
-            (None, true) => Some(Self::built_in(arch, ToolsBlock::default())),
+            (None, true) => Some(Self::built_in(arch, tools_block)),
             (None, false) => None,
         })
     }

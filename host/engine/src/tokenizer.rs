@@ -118,6 +118,42 @@ impl GlmTokenizer {
         Self { inner, special, stops, bytes }
     }
 
+    /// The same tokenizer with `tokens` added as single tokens with ids `first..` (an
+    /// adapter's, whose rows follow the base's `first` embedding rows). Ids between the
+    /// vocabulary's end and `first` (a model's padding rows) go to unused special
+    /// placeholders, so that every new token lands on its own row.
+    pub fn with_added_tokens(self, tokens: &[String], first: usize) -> Result<Self, EngineError> {
+        let Self { mut inner, special, stops, .. } = self;
+        let size = inner.get_vocab_size(true);
+        if size > first {
+            return Err(EngineError::Tokenizer(format!(
+                "the tokenizer has {size} tokens but the model embeds only {first}; tokens \
+                 cannot be added after its rows"
+            )));
+        }
+        if let Some((token, id)) = tokens.iter().find_map(|t| Some((t, inner.token_to_id(t)?))) {
+            return Err(EngineError::Tokenizer(format!(
+                "the adapter adds {token:?}, which the base's vocabulary already has (id {id})"
+            )));
+        }
+        let placeholders = (size..first)
+            .map(|id| tokenizers::AddedToken::from(format!("<|autoglm_unused_{id}|>"), true));
+        let added = tokens.iter().map(|t| tokenizers::AddedToken::from(t.clone(), false));
+        let fail = |e: tokenizers::Error| EngineError::Tokenizer(e.to_string());
+        inner.add_special_tokens(placeholders).map_err(fail)?;
+        inner.add_tokens(added).map_err(fail)?;
+        for (n, token) in tokens.iter().enumerate() {
+            let id = inner.token_to_id(token);
+            if id != Some((first + n) as u32) {
+                return Err(EngineError::Tokenizer(format!(
+                    "the added token {token:?} became id {id:?}, not {}",
+                    first + n
+                )));
+            }
+        }
+        Ok(Self::build(inner, special, stops))
+    }
+
     /// GLM-4's special tokens, when the vocabulary has them.
     pub fn special(&self) -> Option<&SpecialTokens> {
         self.special.as_ref()

@@ -14,106 +14,13 @@ use autoglm_engine::{
     ModelConfig, Role, SamplingParams,
 };
 use autoglm_test_support::checkpoint::{
-    argmax, random_tensors, save, tiny_config, write_tokenizer,
+    argmax, assert_close, logits, relative_error, tiny_config, write_tokenizer,
 };
-use autoglm_test_support::gguf::{self, Arch, Vocabulary};
+use autoglm_test_support::gguf::{self, Arch, Tiny, Vocabulary};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::{Value as Json, json};
-
-/// SmolLM2's ChatML template, as its GGUF carries it.
-const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-const CHATML_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-
-/// A tiny random model: its `config.json` value and Hugging Face-named tensors.
-struct Tiny {
-    config: Json,
-    tensors: HashMap<String, Tensor>,
-}
-
-impl Tiny {
-    /// GLM-4-0414-shaped: half-head rotary, q/k/v biases, its own output head.
-    fn glm4(seed: u64) -> Self {
-        Self::new(tiny_config("Glm4ForCausalLM"), Architecture::Glm4, seed)
-    }
-
-    /// llama-shaped, as SmolLM2: whole-head rotary, no biases, tied embeddings.
-    fn llama(seed: u64) -> Self {
-        let mut config = tiny_config("GlmForCausalLM");
-        config["partial_rotary_factor"] = json!(1.0);
-        config["attention_bias"] = json!(false);
-        config["tie_word_embeddings"] = json!(true);
-        Self::new(config, Architecture::Glm, seed)
-    }
-
-    fn new(config: Json, arch: Architecture, seed: u64) -> Self {
-        let parsed: ModelConfig = serde_json::from_value(config.clone()).unwrap();
-        Self { tensors: random_tensors(&expected_tensors(&parsed, arch), seed), config }
-    }
-
-    fn arch(&self) -> Arch {
-        if self.config["architectures"][0] == "Glm4ForCausalLM" { Arch::Glm4 } else { Arch::Llama }
-    }
-
-    fn vocabulary(&self) -> Vocabulary {
-        let size = self.config["vocab_size"].as_u64().unwrap() as usize;
-        match self.arch() {
-            Arch::Glm4 => Vocabulary::bytes(&GLM4_SPECIAL_TOKENS, size, "glm4"),
-            Arch::Llama => Vocabulary::bytes(&CHATML_SPECIALS, size, "smollm"),
-        }
-    }
-
-    /// The metadata of this model's GGUF: model keys, its vocabulary (GLM-4's specials for
-    /// glm4, SmolLM2's ChatML ones and template for llama).
-    fn metadata(&self) -> Vec<(String, Value)> {
-        let vocabulary = self.vocabulary();
-        let mut metadata = gguf::model_metadata(self.arch(), &self.config);
-        match self.arch() {
-            Arch::Glm4 => metadata.extend(vocabulary.metadata("<|endoftext|>", Some("<|user|>"))),
-            Arch::Llama => {
-                metadata.extend(vocabulary.metadata("<|im_end|>", None));
-                metadata.push(("tokenizer.chat_template".into(), Value::String(CHATML.into())));
-            }
-        }
-        metadata
-    }
-
-    /// Write the model as a GGUF with matrices of `dtype` into a new directory.
-    fn write_gguf(&self, dtype: GgmlDType) -> (tempfile::TempDir, PathBuf) {
-        self.write_gguf_with(dtype, |_, _| {})
-    }
-
-    /// The same, after `edit` changed the metadata or tensors.
-    fn write_gguf_with(
-        &self,
-        dtype: GgmlDType,
-        edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>),
-    ) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(format!("tiny-{}.gguf", self.arch().name()));
-        let mut metadata = self.metadata();
-        let mut tensors = gguf::gguf_tensors(self.arch(), &self.tensors, dtype);
-        edit(&mut metadata, &mut tensors);
-        gguf::write(&path, &metadata, &tensors);
-        (dir, path)
-    }
-
-    /// The same weights as a safetensors checkpoint of `config` (with `extra` tensors).
-    fn write_safetensors(
-        &self,
-        config: &Json,
-        extra: HashMap<String, Tensor>,
-    ) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-        write_tokenizer(dir.path());
-        let mut tensors = self.tensors.clone();
-        tensors.extend(extra);
-        save(&tensors, &dir.path().join("model.safetensors"));
-        dir
-    }
-}
 
 fn load(path: &Path) -> Engine {
     Engine::load(path, DeviceChoice::Cpu, |_, _| {}).unwrap_or_else(|e| panic!("{e}"))
@@ -123,33 +30,6 @@ fn load_error(path: &Path) -> EngineError {
     match Engine::load(path, DeviceChoice::Cpu, |_, _| {}) {
         Ok(_) => panic!("{} loaded", path.display()),
         Err(e) => e,
-    }
-}
-
-/// Next-token logits after `tokens`, then after each of `more` in turn (through the cache).
-fn logits(model: &GlmModel, tokens: &[u32], more: &[u32]) -> Vec<Tensor> {
-    let mut cache = model.new_cache();
-    let mut out =
-        vec![model.forward(&mut [BatchItem { tokens, cache: &mut cache }]).unwrap().i(0).unwrap()];
-    for &token in more {
-        let step = model.forward(&mut [BatchItem { tokens: &[token], cache: &mut cache }]);
-        out.push(step.unwrap().i(0).unwrap());
-    }
-    out
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
-}
-
-fn assert_close(what: &str, a: &[Tensor], b: &[Tensor], tolerance: f32) {
-    for (step, (a, b)) in a.iter().zip(b).enumerate() {
-        let diff = max_abs_diff(a, b);
-        assert!(diff <= tolerance, "{what}, step {step}: logits differ by {diff} (> {tolerance})");
     }
 }
 
@@ -225,11 +105,6 @@ fn an_f32_llama_gguf_computes_what_quantized_llama_and_a_glm_safetensors_twin_co
         &logits(load(st.path()).model(), &PROMPT, &[70, 71]),
         1e-4,
     );
-}
-
-/// The largest logit difference from `reference` as a fraction of the largest logit.
-fn relative_error(reference: &[Tensor], other: &[Tensor]) -> f32 {
-    reference.iter().zip(other).map(|(r, o)| max_abs_diff(r, o) / max_abs(r)).fold(0.0, f32::max)
 }
 
 /// The shipped demo model (trained, so its predictions have margins a random model's lack)

@@ -15,6 +15,10 @@ pub struct EvalArgs {
     /// The checkpoint: a safetensors directory, a .gguf file, or a directory holding one.
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)
+    /// applied to the checkpoint.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// JSON lines: {"messages": [...], "expected": {"name": "plugin.tool", "arguments": {...}} | null}.
     #[arg(long)]
     pub data: PathBuf,
@@ -42,7 +46,7 @@ pub fn run(args: &EvalArgs, tools: &[(String, ToolDef)]) -> anyhow::Result<ExitC
         "no tools are loaded: point --plugins at the plugins the cases call"
     );
     let cases = load_cases(&args.data)?;
-    let engine = super::load_engine(&args.model, args.device)?;
+    let engine = super::load_engine(&args.model, args.adapter.as_deref(), args.device)?;
     let params = SamplingParams {
         constrain_calls: !args.unconstrained,
         copy_constraint: !args.no_copy,

@@ -15,6 +15,10 @@ pub struct GenerateArgs {
     /// tokenizer.json; a .gguf file (glm4 or llama); or a directory holding one .gguf.
     #[arg(long)]
     model: PathBuf,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)
+    /// applied to the checkpoint.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The prompt, sent as a user message through the model's chat template.
     prompt: String,
     /// Most tokens to generate (default: the checkpoint's, else 512).
@@ -48,7 +52,7 @@ pub struct GenerateArgs {
 
 /// Run `autoglm generate` (blocking: call it off the async runtime).
 pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let engine = super::load_engine(&args.model, args.device)?;
+    let engine = super::load_engine(&args.model, args.adapter.as_deref(), args.device)?;
     let info = engine.info();
     eprintln!(
         "{}: {} with {:.1}M parameters ({}) on {} ({} prompt template)",

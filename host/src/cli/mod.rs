@@ -15,14 +15,15 @@ pub fn load_bar(model: &std::path::Path) -> indicatif::ProgressBar {
     bar
 }
 
-/// Load the checkpoint in `dir` with a progress bar on the terminal.
+/// Load the checkpoint in `dir`, with `adapter` applied, showing a progress bar on the terminal.
 pub fn load_engine(
     dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
     device: autoglm_engine::DeviceChoice,
 ) -> anyhow::Result<autoglm_engine::Engine> {
     use anyhow::Context;
     let bar = load_bar(dir);
-    let engine = autoglm_engine::Engine::load(dir, device, |done, total| {
+    let engine = autoglm_engine::Engine::load_adapted(dir, adapter, device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })

@@ -1,6 +1,6 @@
 //! Random-weight GLM checkpoints: tiny ones written into a directory (config.json,
-//! model.safetensors and a byte-level tokenizer.json with GLM-4's special tokens), and models
-//! of any shape built in memory for benchmarks.
+//! model.safetensors and a byte-level tokenizer.json with GLM-4's special tokens), models
+//! of any shape built in memory for benchmarks, and the logits comparisons the tests make.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,8 +8,8 @@ use std::path::Path;
 use autoglm_engine::tokenizer::GLM4_SPECIAL_TOKENS;
 use autoglm_engine::weights::expected_tensors;
 use autoglm_engine::{Architecture, ModelConfig};
-use autoglm_engine::{GlmModel, Kernels};
-use candle_core::{DType, Device, Tensor};
+use autoglm_engine::{BatchItem, GlmModel, Kernels};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -102,4 +102,39 @@ pub fn random_model(config: &ModelConfig, seed: u64) -> GlmModel {
 /// The most likely token of each row of `logits` (`[rows, vocab]`).
 pub fn argmax(logits: &Tensor) -> Vec<u32> {
     logits.argmax(candle_core::D::Minus1).and_then(|t| t.to_vec1()).expect("argmax")
+}
+
+/// Next-token logits after `tokens`, then after each of `more` in turn (through the cache).
+pub fn logits(model: &GlmModel, tokens: &[u32], more: &[u32]) -> Vec<Tensor> {
+    let mut cache = model.new_cache();
+    let mut out =
+        vec![model.forward(&mut [BatchItem { tokens, cache: &mut cache }]).unwrap().i(0).unwrap()];
+    for &token in more {
+        let step = model.forward(&mut [BatchItem { tokens: &[token], cache: &mut cache }]);
+        out.push(step.unwrap().i(0).unwrap());
+    }
+    out
+}
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+}
+
+/// The largest absolute value in a tensor.
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+}
+
+/// Panic, naming `what` and the step, where logits `a` and `b` differ by more than `tolerance`.
+pub fn assert_close(what: &str, a: &[Tensor], b: &[Tensor], tolerance: f32) {
+    for (step, (a, b)) in a.iter().zip(b).enumerate() {
+        let diff = max_abs_diff(a, b);
+        assert!(diff <= tolerance, "{what}, step {step}: logits differ by {diff} (> {tolerance})");
+    }
+}
+
+/// The largest logit difference from `reference` as a fraction of the largest logit.
+pub fn relative_error(reference: &[Tensor], other: &[Tensor]) -> f32 {
+    reference.iter().zip(other).map(|(r, o)| max_abs_diff(r, o) / max_abs(r)).fold(0.0, f32::max)
 }

@@ -2,15 +2,120 @@
 //! random safetensors-layout model renamed and laid out as llama.cpp's converter writes the
 //! `glm4` and `llama` architectures, in any GGML type; tokenizer metadata for byte-level
 //! vocabularies (one token per byte, or BPE trained here on a small mixed-script corpus);
-//! and the SmolLM2 file `just smollm2` fetches.
+//! [`Tiny`] random models written as GGUF and as their safetensors twins; and the SmolLM2
+//! file `just smollm2` fetches.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use autoglm_engine::tokenizer::GLM4_SPECIAL_TOKENS;
+use autoglm_engine::weights::expected_tensors;
+use autoglm_engine::{Architecture, ModelConfig};
 use candle_core::Tensor;
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
+
+use crate::checkpoint::{random_tensors, save, tiny_config, write_tokenizer};
+
+/// SmolLM2's ChatML template, as its GGUF carries it.
+pub const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+/// SmolLM2's special tokens.
+pub const CHATML_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+/// A tiny random model: its `config.json` value and Hugging Face-named tensors.
+pub struct Tiny {
+    /// The `config.json` value.
+    pub config: Json,
+    /// The weights by their Hugging Face names.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl Tiny {
+    /// GLM-4-0414-shaped: half-head rotary, q/k/v biases, its own output head.
+    pub fn glm4(seed: u64) -> Self {
+        Self::new(tiny_config("Glm4ForCausalLM"), Architecture::Glm4, seed)
+    }
+
+    /// llama-shaped, as SmolLM2: whole-head rotary, no biases, tied embeddings.
+    pub fn llama(seed: u64) -> Self {
+        let mut config = tiny_config("GlmForCausalLM");
+        config["partial_rotary_factor"] = json!(1.0);
+        config["attention_bias"] = json!(false);
+        config["tie_word_embeddings"] = json!(true);
+        Self::new(config, Architecture::Glm, seed)
+    }
+
+    /// A model of `config` (a `config.json` value) for `arch`, weights drawn from `seed`.
+    pub fn new(config: Json, arch: Architecture, seed: u64) -> Self {
+        let parsed: ModelConfig = serde_json::from_value(config.clone()).unwrap();
+        Self { tensors: random_tensors(&expected_tensors(&parsed, arch), seed), config }
+    }
+
+    /// The llama.cpp architecture its GGUF declares.
+    pub fn arch(&self) -> Arch {
+        if self.config["architectures"][0] == "Glm4ForCausalLM" { Arch::Glm4 } else { Arch::Llama }
+    }
+
+    /// A byte-level vocabulary of its size with its architecture's special tokens.
+    pub fn vocabulary(&self) -> Vocabulary {
+        let size = self.config["vocab_size"].as_u64().unwrap() as usize;
+        match self.arch() {
+            Arch::Glm4 => Vocabulary::bytes(&GLM4_SPECIAL_TOKENS, size, "glm4"),
+            Arch::Llama => Vocabulary::bytes(&CHATML_SPECIALS, size, "smollm"),
+        }
+    }
+
+    /// The metadata of this model's GGUF: model keys, its vocabulary (GLM-4's specials for
+    /// glm4, SmolLM2's ChatML ones and template for llama).
+    pub fn metadata(&self) -> Vec<(String, Value)> {
+        let vocabulary = self.vocabulary();
+        let mut metadata = model_metadata(self.arch(), &self.config);
+        match self.arch() {
+            Arch::Glm4 => metadata.extend(vocabulary.metadata("<|endoftext|>", Some("<|user|>"))),
+            Arch::Llama => {
+                metadata.extend(vocabulary.metadata("<|im_end|>", None));
+                metadata.push(("tokenizer.chat_template".into(), Value::String(CHATML.into())));
+            }
+        }
+        metadata
+    }
+
+    /// Write the model as a GGUF with matrices of `dtype` into a new directory.
+    pub fn write_gguf(&self, dtype: GgmlDType) -> (tempfile::TempDir, PathBuf) {
+        self.write_gguf_with(dtype, |_, _| {})
+    }
+
+    /// The same, after `edit` changed the metadata or tensors.
+    pub fn write_gguf_with(
+        &self,
+        dtype: GgmlDType,
+        edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>),
+    ) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("tiny-{}.gguf", self.arch().name()));
+        let mut metadata = self.metadata();
+        let mut tensors = gguf_tensors(self.arch(), &self.tensors, dtype);
+        edit(&mut metadata, &mut tensors);
+        write(&path, &metadata, &tensors);
+        (dir, path)
+    }
+
+    /// The same weights as a safetensors checkpoint of `config` (with `extra` tensors).
+    pub fn write_safetensors(
+        &self,
+        config: &Json,
+        extra: HashMap<String, Tensor>,
+    ) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        write_tokenizer(dir.path());
+        let mut tensors = self.tensors.clone();
+        tensors.extend(extra);
+        save(&tensors, &dir.path().join("model.safetensors"));
+        dir
+    }
+}
 
 /// The llama.cpp architecture a test file declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
