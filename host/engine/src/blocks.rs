@@ -12,7 +12,7 @@
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{D, Device, Result, Tensor};
+use candle_core::{D, DType, Device, Result, Tensor};
 use half::f16;
 
 /// Values per block, in every format here.
@@ -111,6 +111,9 @@ impl FloatInputMatrix {
         let mut shape = x.dims().to_vec();
         *shape.last_mut().expect("the input has a last dimension") = self.rows;
         let m = x.elem_count() / k;
+        if m == 0 {
+            return Tensor::zeros(shape, DType::F32, x.device());
+        }
         if m > DOT_ROWS {
             return self.forward_tiled(x);
         }
@@ -521,11 +524,11 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_multiply() -> Result<()> {
-        let w = Tensor::zeros((4, 256), candle_core::DType::F32, &Device::Cpu)?;
+        let w = Tensor::zeros((4, 256), DType::F32, &Device::Cpu)?;
         let err = FloatInputMatrix::new(&QTensor::quantize(&w, GgmlDType::Q4K)?).unwrap_err();
         assert!(err.to_string().contains("Q4K"), "{err}");
         let q = FloatInputMatrix::new(&QTensor::quantize(&w, GgmlDType::Q8_0)?)?;
-        let err = q.forward(&Tensor::zeros((1, 64), candle_core::DType::F32, &Device::Cpu)?);
+        let err = q.forward(&Tensor::zeros((1, 64), DType::F32, &Device::Cpu)?);
         assert!(err.unwrap_err().to_string().contains("width 64"));
         Ok(())
     }
