@@ -25,6 +25,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Result as CandleResult, Tensor};
 
 use crate::EngineError;
+use crate::adapter::QkRows;
 use crate::blocks::FloatInputMatrix;
 use crate::checkpoint::{Architecture, AutoglmSettings, ModelConfig};
 use crate::model::{LayerWeight, Matrix, Weight, WeightSource};
@@ -52,6 +53,14 @@ impl Layout {
         match self {
             Self::Glm4 => "glm4",
             Self::Llama => "llama",
+        }
+    }
+
+    /// The order of its Q and K rows, which an adapter's must follow.
+    pub fn qk_rows(self) -> QkRows {
+        match self {
+            Self::Glm4 => QkRows::Hf,
+            Self::Llama => QkRows::LlamaCpp,
         }
     }
 
