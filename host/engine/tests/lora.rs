@@ -540,3 +540,72 @@ fn a_model_directory_naming_a_gguf_base_and_an_adapter_loads_as_the_gguf_with_th
     let unknown = parts_dir(json!({"base": gguf, "weights": "x"}));
     assert!(config_error(unknown.path(), None).contains("unknown field `weights`"));
 }
+
+#[test]
+fn adapter_config_keys_are_read_refused_by_name_or_known_harmless() {
+    let tiny = Tiny::glm4(181);
+    let base = checkpoint(&tiny);
+    let lora = Lora::new(&tiny, &["q_proj", "k_proj"], 4, 8.0, 182);
+    let expected = run(&load(lora.merged(&tiny, 2.0).path(), None), &PROMPT);
+
+    // Every key PEFT 0.18 writes, at the values it writes for a plain LoRA.
+    let written = lora.write_with(|c, _| {
+        let peft = json!({
+            "alora_invocation_tokens": null, "alpha_pattern": {}, "arrow_config": null,
+            "auto_mapping": null, "corda_config": null, "ensure_weight_tying": false,
+            "eva_config": null, "exclude_modules": null, "inference_mode": true,
+            "init_lora_weights": true, "layer_replication": null, "layers_pattern": null,
+            "layers_to_transform": null, "loftq_config": {}, "lora_bias": false,
+            "megatron_config": null, "megatron_core": "megatron.core", "peft_version": "0.18.0",
+            "qalora_group_size": 16, "rank_pattern": {}, "revision": null,
+            "target_parameters": null, "trainable_token_indices": null, "use_dora": false,
+            "use_qalora": false,
+        });
+        c.as_object_mut().unwrap().extend(peft.as_object().unwrap().clone());
+    });
+    let adapted = run(&load(base.path(), Some(written.path())), &PROMPT);
+    assert_close("PEFT 0.18's full config vs merged", &adapted, &expected, 1e-4);
+
+    // An option this engine does not know, set, is refused by name; left unset it is not.
+    let bad = lora.write_with(|c, _| c["alora_invocation_tokens"] = json!([1, 2]));
+    assert_problem(&problems(base.path(), bad.path()), "alora_invocation_tokens is set ([1,2])");
+    let bad = lora.write_with(|c, _| c["future_option"] = json!("on"));
+    let found = problems(base.path(), bad.path());
+    assert_problem(&found, "future_option is set (\"on\"): this engine does not know the option");
+    let unset = lora.write_with(|c, _| c["future_option"] = json!(null));
+    load(base.path(), Some(unset.path()));
+    let bad = lora.write_with(|c, _| c["init_lora_weights"] = json!("pissa_niter_4"));
+    assert_problem(&problems(base.path(), bad.path()), "init_lora_weights is \"pissa_niter_4\"");
+
+    // A module or layer listed twice would add its pairs twice.
+    let bad = lora.write_with(|c, _| c["target_modules"] = json!(["q_proj", "k_proj", "q_proj"]));
+    let found = problems(base.path(), bad.path());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(&found, "target_modules lists \"q_proj\" more than once");
+    let bad = lora.write_with(|c, _| c["layers_to_transform"] = json!([0, 1, 1]));
+    let found = problems(base.path(), bad.path());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(&found, "layers_to_transform lists layer 1 more than once");
+
+    // lm_head is in no layer, so PEFT never adapts it when layers_to_transform is set.
+    let head = Lora::new(&tiny, &["q_proj", "lm_head"], 4, 8.0, 183);
+    let bad = head.write_with(|c, _| c["layers_to_transform"] = json!([0, 1]));
+    let found = problems(base.path(), bad.path());
+    assert_problem(&found, "target_modules lists lm_head but layers_to_transform is set");
+    assert!(!found.iter().any(|p| p.contains("missing")), "{found:#?}");
+
+    // A shape neither form has: the expected form, not serde's untagged-enum words.
+    let bad = lora.write_with(|c, _| c["target_modules"] = json!({"q_proj": true}));
+    let message = config_error(base.path(), Some(bad.path()));
+    assert!(message.starts_with("target_modules must be a list of module names"), "{message}");
+    let bad = lora.write_with(|c, _| c["layers_to_transform"] = json!("0-3"));
+    let message = config_error(base.path(), Some(bad.path()));
+    assert!(message.starts_with("layers_to_transform must be a layer index"), "{message}");
+
+    // A scale past ±1e4 is a typo, not a model.
+    let bad = lora.write_with(|c, _| c["lora_alpha"] = json!(1e6));
+    assert_problem(
+        &problems(base.path(), bad.path()),
+        "lora_alpha 1000000 gives a scale of 250000",
+    );
+}

@@ -383,7 +383,9 @@ fn sites(config: &AdapterConfig, dims: &Dims, layers: usize) -> Vec<Site> {
     let mut sites = Vec::new();
     for module in config.targets() {
         let each: Vec<usize> = if module == "lm_head" {
-            vec![0]
+            // PEFT adapts no module outside the layers when layers_to_transform is set, which
+            // AdapterConfig::problems refuses beside lm_head.
+            if config.layers_to_transform.is_some() { vec![] } else { vec![0] }
         } else {
             config.layers(layers).into_iter().filter(|&n| n < layers).collect()
         };
