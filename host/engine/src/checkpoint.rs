@@ -6,6 +6,13 @@ use serde::Deserialize;
 
 use crate::EngineError;
 
+/// Larger values than these in a configuration (config.json or a GGUF's metadata) are taken
+/// as corrupt, not as a model: they would only make the loader allocate without bound before
+/// any tensor is checked, and products of two of them stay far inside `usize`.
+pub(crate) const MAX_DIMENSION: usize = 1 << 24;
+/// The longest context taken as meant, for the same reason.
+pub(crate) const MAX_CONTEXT: usize = 1 << 22;
+
 /// The model architectures the engine runs, chosen by `architectures` in `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -304,6 +311,23 @@ impl ModelConfig {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
+        }
+        for (name, value) in positive {
+            let most = if name == "max_position_embeddings" { MAX_CONTEXT } else { MAX_DIMENSION };
+            if value > most {
+                return Err(format!("{name} {value} is implausibly large (at most {most})"));
+            }
+        }
+        // The shapes multiply two dimensions; checked here so that no shape wraps on a target
+        // whose usize is narrower than the caps' products.
+        let products = [
+            ("num_attention_heads × head_dim", self.num_attention_heads, self.head_dim()),
+            ("num_key_value_heads × head_dim", self.kv_heads(), self.head_dim()),
+            ("vocab_size × hidden_size", self.vocab_size, self.hidden_size),
+            ("2 × intermediate_size × hidden_size", 2 * self.intermediate_size, self.hidden_size),
+        ];
+        if let Some((name, ..)) = products.iter().find(|(_, a, b)| a.checked_mul(*b).is_none()) {
+            return Err(format!("{name} overflows this machine's sizes"));
         }
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(format!(

@@ -609,3 +609,15 @@ fn adapter_config_keys_are_read_refused_by_name_or_known_harmless() {
         "lora_alpha 1000000 gives a scale of 250000",
     );
 }
+
+#[test]
+fn a_config_json_with_an_implausible_dimension_is_refused_naming_the_key() {
+    for (key, value) in [("head_dim", 1u64 << 40), ("vocab_size", u64::MAX)] {
+        let mut config = Tiny::glm4(191).config;
+        config[key] = json!(value);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let message = config_error(dir.path(), None);
+        assert_eq!(message, format!("{key} {value} is implausibly large (at most 16777216)"));
+    }
+}

@@ -200,6 +200,11 @@ impl Adapter {
         let mapped = unsafe { MmapedSafetensors::new(&weights) }
             .map_err(|e| fail(vec![format!("cannot read {WEIGHTS}: {e}")]))?;
         let added = tokens.as_ref().map_or(0, Vec::len);
+        // The grown vocabulary goes through the same caps as the base's, so that no width
+        // below wraps.
+        let mut grown = base.clone();
+        grown.vocab_size = base.vocab_size.saturating_add(added);
+        grown.check().map_err(|e| fail(vec![format!("the base with the added tokens: {e}")]))?;
         let dims = Dims {
             hidden: base.hidden_size,
             inner: base.intermediate_size,
@@ -207,7 +212,7 @@ impl Adapter {
             kv_heads: base.kv_heads(),
             queries: base.num_attention_heads * base.head_dim(),
             keys: base.kv_heads() * base.head_dim(),
-            vocab: base.vocab_size + added,
+            vocab: grown.vocab_size,
             qk_rows,
         };
         let layers = base.num_hidden_layers;
