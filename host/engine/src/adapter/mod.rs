@@ -250,19 +250,22 @@ impl Adapter {
             return Err(fail(problems));
         }
 
-        let load = |name: &str| -> Result<Tensor, EngineError> {
+        let load_as = |name: &str, dtype: DType| -> Result<Tensor, EngineError> {
             let tensor = mapped.load(name, device).and_then(|t| t.to_dtype(dtype));
             tensor.map_err(|e| fail(vec![format!("{name}: cannot load it: {e}")]))
         };
+        let load = |name: &str| load_as(name, dtype);
         let scale = config.scale();
         let mut pairs: HashMap<Weight, Vec<(Landing, Tensor, Tensor)>> = HashMap::new();
         for site in &sites {
-            let mut b = load(&site.b)?;
+            // Scaled in f32 and only then rounded to the load dtype: scaling a half-precision
+            // B would round twice, and could overflow where B times the scale still fits.
+            let mut b = load_as(&site.b, DType::F32)?;
             if let Some(heads) = site.landing.permute_heads {
                 b = llama_cpp_rows(&b, heads)
                     .map_err(|e| fail(vec![format!("{}: cannot reorder its rows: {e}", site.b)]))?;
             }
-            let b = (b * scale)?;
+            let b = (b * scale)?.to_dtype(dtype)?;
             let entry = pairs.entry(site.landing.weight).or_default();
             entry.push((site.landing.clone(), load(&site.a)?, b));
         }
