@@ -621,3 +621,21 @@ fn a_config_json_with_an_implausible_dimension_is_refused_naming_the_key() {
         assert_eq!(message, format!("{key} {value} is implausibly large (at most 16777216)"));
     }
 }
+
+#[test]
+fn an_added_token_in_the_placeholders_reserved_form_is_refused_by_name() {
+    // glm4 from safetensors: its tokenizer is smaller than its embedding, so placeholders
+    // of this form fill the gap, and one of them could clash with the added token.
+    let tiny = Tiny::glm4(201);
+    let lora = Lora::new(&tiny, &["q_proj"], 4, 8.0, 202);
+    let (adapter, _) = with_added_tokens(&tiny, &lora, 203);
+    let tokens = json!(["<weather>", "<|autoglm_unused_266|>"]);
+    std::fs::write(adapter.path().join("added_tokens.json"), tokens.to_string()).unwrap();
+    match load_error(checkpoint(&tiny).path(), Some(adapter.path())) {
+        EngineError::Tokenizer(message) => assert!(
+            message.contains("\"<|autoglm_unused_266|>\", but tokens starting with \"<|autoglm_unused_\" are reserved"),
+            "{message}"
+        ),
+        other => panic!("not a tokenizer error: {other}"),
+    }
+}
