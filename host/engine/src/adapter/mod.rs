@@ -182,8 +182,8 @@ impl Adapter {
         let config = read_config(dir)?;
         let tokens = read_added_tokens(dir)?;
         let weights = dir.join(WEIGHTS);
-        if !weights.is_file() {
-            let why = if dir.join("adapter_model.bin").is_file() {
+        if !present(&weights, "the adapter's weights (adapter_model.safetensors)")? {
+            let why = if present(&dir.join("adapter_model.bin"), "adapter_model.bin")? {
                 "the adapter's weights: adapter_model.bin is a pickle, which is not read; save \
                  the adapter with safe_serialization=True"
             } else {
@@ -333,7 +333,7 @@ impl Adapter {
             self.low_rank.len()
         );
         if let Some(base) = &self.config.base_model_name_or_path {
-            text.push_str(&format!(", trained on {base}"));
+            text.push_str(&format!(", trained on {base:?}"));
         }
         if !self.added_tokens().is_empty() {
             text.push_str(&format!(", {} added tokens", self.added_tokens().len()));
@@ -362,10 +362,32 @@ fn read_config(dir: &Path) -> Result<AdapterConfig, EngineError> {
     serde_json::from_str(&text).map_err(|e| EngineError::Config { path, message: e.to_string() })
 }
 
+/// Whether something is at `path`. A symbolic link to nothing is not taken for an absent file
+/// (which would skip it, or blame the link): it is reported with the missing target, as
+/// `what`.
+fn present(path: &Path, what: &'static str) -> Result<bool, EngineError> {
+    match path.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(EngineError::MissingFile { path: path.to_path_buf(), what, source }),
+        Ok(_) => match path.metadata() {
+            Ok(_) => Ok(true),
+            Err(source) => {
+                let target = std::fs::read_link(path).ok();
+                let target = target.map(|t| path.parent().unwrap_or(Path::new("")).join(t));
+                Err(EngineError::MissingFile {
+                    path: target.unwrap_or_else(|| path.to_path_buf()),
+                    what,
+                    source,
+                })
+            }
+        },
+    }
+}
+
 /// The strings of `added_tokens.json`, if the adapter has one.
 fn read_added_tokens(dir: &Path) -> Result<Option<Vec<String>>, EngineError> {
     let path = dir.join(ADDED_TOKENS);
-    if !path.exists() {
+    if !present(&path, "the adapter's added tokens")? {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| EngineError::MissingFile {
@@ -452,6 +474,13 @@ fn unmatched_problem(
         ADDED_HEAD if base.tie_word_embeddings => "added head rows, but the base ties its head \
             to its embedding, so the added tokens' head rows are their embedding rows"
             .into(),
+        _ if name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight") => {
+            "a whole embedding or head matrix, as PEFT saves it for a resized vocabulary \
+             (save_embedding_layers), which this engine does not load: keep the base's rows and \
+             save the new tokens' rows alone as added_embeddings [n, hidden] (and added_lm_head \
+             where the head is untied), their strings in added_tokens.json"
+                .into()
+        }
         _ => format!(
             "matches no module of this model that target_modules ([{}]) names, in the layers \
              the adapter covers",
