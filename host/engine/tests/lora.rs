@@ -452,6 +452,29 @@ fn bad_adapters_are_refused_with_the_tensor_or_key_named() {
         "added_embeddings: added token rows, but the adapter has no added_tokens.json",
     );
 
+    let whole = "base_model.model.model.embed_tokens.weight";
+    let bad = lora.write_with(|_, t| {
+        t.insert(
+            whole.into(),
+            Tensor::zeros((272, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let found = problems(base.path(), bad.path());
+    assert_problem(&found, &format!("{whole}: a whole embedding or head matrix"));
+    assert_problem(&found, "save the new tokens' rows alone as added_embeddings");
+
+    // A link to nothing is reported with its target, not skipped as an absent file.
+    #[cfg(unix)]
+    {
+        let dangling = lora.write();
+        let target = dangling.path().join("moved.json");
+        std::os::unix::fs::symlink(&target, dangling.path().join("added_tokens.json")).unwrap();
+        match load_error(base.path(), Some(dangling.path())) {
+            EngineError::MissingFile { path, .. } => assert_eq!(path, target),
+            other => panic!("not a missing file: {other}"),
+        }
+    }
+
     let missing = lora.write();
     std::fs::remove_file(missing.path().join("adapter_model.safetensors")).unwrap();
     match load_error(base.path(), Some(missing.path())) {
@@ -535,6 +558,11 @@ fn a_model_directory_naming_a_gguf_base_and_an_adapter_loads_as_the_gguf_with_th
     std::fs::write(extra.path().join("config.json"), config.to_string()).unwrap();
     let message = config_error(extra.path(), None);
     assert!(message.contains("remove \"hidden_size\""), "{message}");
+    let empty = parts_dir(json!({"base": ""}));
+    assert_eq!(
+        config_error(empty.path(), None),
+        "autoglm.base is empty: give a path, relative to this directory or absolute"
+    );
     let missing = parts_dir(json!({"base": base_dir.path().join("absent.gguf")}));
     assert!(matches!(load_error(missing.path(), None), EngineError::MissingFile { .. }));
     let unknown = parts_dir(json!({"base": gguf, "weights": "x"}));
