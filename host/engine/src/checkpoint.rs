@@ -6,6 +6,13 @@ use serde::Deserialize;
 
 use crate::EngineError;
 
+/// Larger values than these in a configuration (config.json or a GGUF's metadata) are taken
+/// as corrupt, not as a model: they would only make the loader allocate without bound before
+/// any tensor is checked, and products of two of them stay far inside `usize`.
+pub(crate) const MAX_DIMENSION: usize = 1 << 24;
+/// The longest context taken as meant, for the same reason.
+pub(crate) const MAX_CONTEXT: usize = 1 << 22;
+
 /// The model architectures the engine runs, chosen by `architectures` in `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -71,7 +78,8 @@ pub struct AutoglmSettings {
 impl AutoglmSettings {
     /// The adapter these settings name, resolved against the model directory `dir`.
     pub fn adapter_dir(&self, dir: &Path) -> Result<Option<PathBuf>, EngineError> {
-        self.adapter.as_deref().map(|a| resolve(dir, "autoglm.adapter", a)).transpose()
+        let what = "the adapter directory autoglm.adapter in config.json names";
+        self.adapter.as_deref().map(|a| resolve(dir, "autoglm.adapter", a, what)).transpose()
     }
 }
 
@@ -114,16 +122,18 @@ impl Parts {
         if !others.is_empty() {
             others.sort();
             return Err(invalid(format!(
-                "autoglm.base names the model's weights, whose shapes come from that GGUF, so                  config.json holds only the \"autoglm\" settings; remove {}",
+                "autoglm.base names the model's weights, whose shapes come from that GGUF, so \
+                 config.json holds only the \"autoglm\" settings; remove {}",
                 others.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
             )));
         }
-        let base = resolve(dir, "autoglm.base", base)?;
+        let what = "the GGUF file autoglm.base in config.json names";
+        let base = resolve(dir, "autoglm.base", base, what)?;
         if !base.is_file() {
             return Err(EngineError::MissingFile {
                 path: base,
-                what: "the GGUF file autoglm.base in config.json names",
-                source: std::io::ErrorKind::NotFound.into(),
+                what,
+                source: std::io::Error::other("it is not a file"),
             });
         }
         let adapter = settings.adapter_dir(dir)?;
@@ -131,9 +141,10 @@ impl Parts {
     }
 }
 
-/// `value` of `key` as a path against `dir`; a package reference (`pypi:name==1.0/file`, a
-/// URL) is refused, since nothing here fetches one.
-fn resolve(dir: &Path, key: &str, value: &str) -> Result<PathBuf, EngineError> {
+/// `value` of `key` as a path against `dir`, made canonical (so that the log says which file
+/// ran, whatever links led there); a package reference (`pypi:name==1.0/file`, a URL) is
+/// refused, since nothing here fetches one. `what` names the part for a missing path.
+fn resolve(dir: &Path, key: &str, value: &str, what: &'static str) -> Result<PathBuf, EngineError> {
     let scheme = value.split_once(':').map(|(scheme, _)| scheme);
     // A one-letter scheme is a Windows drive (C:\...), not a reference.
     let reference = scheme.is_some_and(|s| {
@@ -141,16 +152,26 @@ fn resolve(dir: &Path, key: &str, value: &str) -> Result<PathBuf, EngineError> {
             && s.starts_with(|c: char| c.is_ascii_alphabetic())
             && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     });
-    if reference || value.is_empty() {
-        return Err(EngineError::Config {
-            path: dir.join("config.json"),
-            message: format!(
-                "{key}: {value:?} is not a path; package references are not resolved yet: give \
-                 a path, relative to this directory or absolute"
-            ),
-        });
+    let invalid = |message| EngineError::Config { path: dir.join("config.json"), message };
+    if value.is_empty() {
+        return Err(invalid(format!(
+            "{key} is empty: give a path, relative to this directory or absolute"
+        )));
     }
-    Ok(dir.join(value))
+    if reference {
+        return Err(invalid(format!(
+            "{key}: {value:?} is not a path; package references are not resolved yet: give a \
+             path, relative to this directory or absolute"
+        )));
+    }
+    let path = dir.join(value);
+    let resolved = std::fs::canonicalize(&path).map_err(|source| EngineError::MissingFile {
+        path,
+        what,
+        source,
+    })?;
+    tracing::info!(key, path = %resolved.display(), "the model directory's config.json names it");
+    Ok(resolved)
 }
 
 /// The parts of `config.json` the engine reads, with Hugging Face's defaults for the rest.
@@ -304,6 +325,23 @@ impl ModelConfig {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
+        }
+        for (name, value) in positive {
+            let most = if name == "max_position_embeddings" { MAX_CONTEXT } else { MAX_DIMENSION };
+            if value > most {
+                return Err(format!("{name} {value} is implausibly large (at most {most})"));
+            }
+        }
+        // The shapes multiply two dimensions; checked here so that no shape wraps on a target
+        // whose usize is narrower than the caps' products.
+        let products = [
+            ("num_attention_heads × head_dim", self.num_attention_heads, self.head_dim()),
+            ("num_key_value_heads × head_dim", self.kv_heads(), self.head_dim()),
+            ("vocab_size × hidden_size", self.vocab_size, self.hidden_size),
+            ("2 × intermediate_size × hidden_size", 2 * self.intermediate_size, self.hidden_size),
+        ];
+        if let Some((name, ..)) = products.iter().find(|(_, a, b)| a.checked_mul(*b).is_none()) {
+            return Err(format!("{name} overflows this machine's sizes"));
         }
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(format!(

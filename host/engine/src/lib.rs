@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, IndexOp};
 
-pub use adapter::Adapter;
+pub use adapter::{Adapter, QkRows};
 pub use checkpoint::{Architecture, AutoglmSettings, ModelConfig};
 pub use constrain::{CallGrammar, Verdict};
 pub use model::{BatchItem, GlmModel, Kernels, KvCache};
@@ -514,7 +514,7 @@ impl Engine {
         let arch = config.architecture()?;
         let dev = device.open()?;
         let adapter = one_adapter(dir, config.autoglm.adapter_dir(dir)?, adapter)?
-            .map(|a| Adapter::open(&a, &config, &dev, device.dtype()))
+            .map(|a| Adapter::open(&a, &config, QkRows::Hf, &dev, device.dtype()))
             .transpose()?;
         let mut tokenizer = GlmTokenizer::load(dir)?;
         if let Some(adapter) = &adapter {
@@ -559,7 +559,7 @@ impl Engine {
         let dev = device.open()?;
         // Activations are f32 on every device for the quantized kernels (GgufWeights::dtype).
         let adapter = (beside.adapter.as_deref())
-            .map(|a| Adapter::open(a, &config, &dev, DType::F32))
+            .map(|a| Adapter::open(a, &config, gguf.layout().qk_rows(), &dev, DType::F32))
             .transpose()?;
         let tokenizer_json = dir.join("tokenizer.json");
         let inner = if tokenizer_json.is_file() {

@@ -117,8 +117,12 @@ impl Weight {
     pub fn all(config: &ModelConfig, arch: Architecture) -> Vec<(Weight, Vec<usize>)> {
         use LayerWeight::*;
         let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
-        let (q, kv) =
-            (config.num_attention_heads * config.head_dim(), config.kv_heads() * config.head_dim());
+        // ModelConfig::check refuses configurations whose products overflow; saturating here
+        // keeps an unchecked one from wrapping to a small shape that some file might match.
+        let (q, kv) = (
+            config.num_attention_heads.saturating_mul(config.head_dim()),
+            config.kv_heads().saturating_mul(config.head_dim()),
+        );
         let mut weights = vec![(Weight::Embedding, vec![v, h])];
         for n in 0..config.num_hidden_layers {
             let mut layer = vec![(InputNorm, vec![h]), (PreMlpNorm, vec![h])];
@@ -131,7 +135,11 @@ impl Weight {
                     layer.push((bias, vec![out]));
                 }
             }
-            layer.extend([(O, vec![h, q]), (GateUp, vec![2 * i, h]), (Down, vec![h, i])]);
+            layer.extend([
+                (O, vec![h, q]),
+                (GateUp, vec![i.saturating_mul(2), h]),
+                (Down, vec![h, i]),
+            ]);
             weights.extend(layer.into_iter().map(|(w, shape)| (Weight::Layer(n, w), shape)));
         }
         weights.push((Weight::FinalNorm, vec![h]));

@@ -70,6 +70,10 @@ pub struct GlmTokenizer {
     bytes: Option<Arc<Vec<Vec<u8>>>>,
 }
 
+/// The start of the placeholder tokens [`GlmTokenizer::with_added_tokens`] puts on a model's
+/// padding rows, reserved so that an added token can never be taken for one.
+const PLACEHOLDER: &str = "<|autoglm_unused_";
+
 impl GlmTokenizer {
     /// Load GLM-4's `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self, EngineError> {
@@ -136,8 +140,14 @@ impl GlmTokenizer {
                 "the adapter adds {token:?}, which the base's vocabulary already has (id {id})"
             )));
         }
+        if let Some(token) = tokens.iter().find(|t| t.starts_with(PLACEHOLDER)) {
+            return Err(EngineError::Tokenizer(format!(
+                "the adapter adds {token:?}, but tokens starting with {PLACEHOLDER:?} are \
+                 reserved for the placeholders of the model's padding rows; rename it"
+            )));
+        }
         let placeholders = (size..first)
-            .map(|id| tokenizers::AddedToken::from(format!("<|autoglm_unused_{id}|>"), true));
+            .map(|id| tokenizers::AddedToken::from(format!("{PLACEHOLDER}{id}|>"), true));
         let added = tokens.iter().map(|t| tokenizers::AddedToken::from(t.clone(), false));
         let fail = |e: tokenizers::Error| EngineError::Tokenizer(e.to_string());
         inner.add_special_tokens(placeholders).map_err(fail)?;

@@ -1,6 +1,7 @@
 //! LoRA adapters: a base with an adapter computes what the merged weights
 //! (W + scale · B · A, saved as a safetensors checkpoint) compute, on safetensors, F32 and
-//! Q8_0 GGUF bases (which stay quantized); rsLoRA's scale; a LoRA on one half of the fused
+//! Q8_0 GGUF bases (which stay quantized), a `llama` GGUF's Q and K rows in the converter's
+//! order; rsLoRA's scale; a LoRA on one half of the fused
 //! gate/up matrix; added tokens; bad adapters refused with the tensor named; and model
 //! directories that name a GGUF base and an adapter.
 
@@ -12,7 +13,7 @@ use autoglm_engine::{DeviceChoice, Engine, EngineError};
 use autoglm_test_support::checkpoint::{
     assert_close, logits, max_abs_diff, random_tensors, relative_error, save,
 };
-use autoglm_test_support::gguf::Tiny;
+use autoglm_test_support::gguf::{Tiny, permute};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use serde_json::{Value as Json, json};
@@ -136,8 +137,8 @@ impl Lora {
         self.write_with(|_, _| {})
     }
 
-    /// The base's weights with every pair merged in at `scale`, as a safetensors checkpoint.
-    fn merged(&self, tiny: &Tiny, scale: f64) -> tempfile::TempDir {
+    /// The base's weights with every pair merged in at `scale`, in Hugging Face's row order.
+    fn merged_model(&self, tiny: &Tiny, scale: f64) -> Tiny {
         let mut config = tiny.config.clone();
         let mut tensors = tiny.tensors.clone();
         if self.modules.contains(&"lm_head") && config["tie_word_embeddings"] == true {
@@ -153,9 +154,19 @@ impl Lora {
             let padded = delta.pad_with_zeros(0, pair.row, after).unwrap();
             tensors.insert(pair.hf.clone(), (weight + padded).unwrap());
         }
-        let merged = Tiny { config, tensors };
-        merged.write_safetensors(&merged.config, HashMap::new())
+        Tiny { config, tensors }
     }
+
+    /// The same as a safetensors checkpoint.
+    fn merged(&self, tiny: &Tiny, scale: f64) -> tempfile::TempDir {
+        checkpoint(&self.merged_model(tiny, scale))
+    }
+}
+
+/// `model` as a safetensors checkpoint. Of a [`Tiny::converted`] model, it runs the rows a
+/// `llama` GGUF holds as that GGUF does (GGUF tests: a GGUF computes its safetensors twin).
+fn checkpoint(model: &Tiny) -> tempfile::TempDir {
+    model.write_safetensors(&model.config, HashMap::new())
 }
 
 fn write_adapter(dir: &Path, config: &Json, tensors: &HashMap<String, Tensor>) {
@@ -184,18 +195,46 @@ fn an_adapter_on_safetensors_and_f32_gguf_bases_computes_the_merged_weights() {
     for tiny in [Tiny::glm4(101), Tiny::llama(102)] {
         let lora = Lora::new(&tiny, &EVERY_MODULE, 4, 8.0, 103);
         let adapter = lora.write();
-        let merged = run(&load(lora.merged(&tiny, 2.0).path(), None), &PROMPT);
-        let base = tiny.write_safetensors(&tiny.config, HashMap::new());
+        let merged_model = lora.merged_model(&tiny, 2.0);
+        let merged = run(&load(checkpoint(&merged_model).path(), None), &PROMPT);
+        let base = checkpoint(&tiny);
         let adapted = load(base.path(), Some(adapter.path()));
         assert!(adapted.info().format.contains("LoRA"), "{}", adapted.info().format);
         assert_close("safetensors + adapter vs merged", &run(&adapted, &PROMPT), &merged, 1e-4);
-        let (_gguf_dir, gguf) = tiny.write_gguf(GgmlDType::F32);
+        // The GGUFs as the converter writes the model and the merged model.
+        let (_gguf_dir, gguf) = tiny.converted().write_gguf(GgmlDType::F32);
+        let (_merged_dir, merged_gguf) = merged_model.converted().write_gguf(GgmlDType::F32);
+        let merged = run(&load(&merged_gguf, None), &PROMPT);
         let adapted = run(&load(&gguf, Some(adapter.path())), &PROMPT);
-        assert_close("F32 GGUF + adapter vs merged", &adapted, &merged, 1e-4);
+        assert_close("F32 GGUF + adapter vs merged GGUF", &adapted, &merged, 1e-4);
         // The adapter changes the model: a base without it is far from the merged weights.
         let plain = run(&load(&gguf, None), &PROMPT);
         assert!(max_abs_diff(&plain[0], &merged[0]) > 0.1, "the adapter must matter here");
     }
+}
+
+#[test]
+fn on_a_llama_gguf_the_q_and_k_rows_of_a_hugging_face_adapter_follow_the_converter() {
+    // The helper follows the converter: two heads of four rows, each head's halves
+    // interleaved.
+    let rows = Tensor::arange(0f32, 8., &Device::Cpu).unwrap().reshape((8, 1)).unwrap();
+    let permuted: Vec<f32> = permute(&rows, 2).flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(permuted, [0., 2., 1., 3., 4., 6., 5., 7.]);
+
+    let tiny = Tiny::llama(171);
+    assert_ne!(tiny.config["num_key_value_heads"], tiny.config["num_attention_heads"]);
+    let lora = Lora::new(&tiny, &["q_proj", "k_proj"], 4, 8.0, 172);
+    let adapter = lora.write();
+    let (_dir, gguf) = tiny.converted().write_gguf(GgmlDType::F32);
+    let adapted = run(&load(&gguf, Some(adapter.path())), &PROMPT);
+    let (_merged_dir, merged) =
+        lora.merged_model(&tiny, 2.0).converted().write_gguf(GgmlDType::F32);
+    let merged = run(&load(&merged, None), &PROMPT);
+    assert_close("llama GGUF + adapter vs the merged model converted", &adapted, &merged, 1e-4);
+    // The pairs added to the file's rows as they come would be another model.
+    let (_dir, as_stored) = lora.merged_model(&tiny.converted(), 2.0).write_gguf(GgmlDType::F32);
+    let as_stored = run(&load(&as_stored, None), &PROMPT);
+    assert!(max_abs_diff(&adapted[0], &as_stored[0]) > 1e-2, "the row order must matter here");
 }
 
 /// Whether `matrix` is a quantized matrix (or quantized matrices stacked).
@@ -212,8 +251,9 @@ fn a_q8_0_base_stays_quantized_under_its_adapter_and_close_to_the_merged_weights
     let tiny = Tiny::llama(111);
     let lora = Lora::new(&tiny, &EVERY_MODULE, 4, 8.0, 112);
     let adapter = lora.write();
-    let merged = run(&load(lora.merged(&tiny, 2.0).path(), None), &PROMPT);
-    let (_dir, gguf) = tiny.write_gguf(GgmlDType::Q8_0);
+    let merged =
+        run(&load(checkpoint(&lora.merged_model(&tiny, 2.0).converted()).path(), None), &PROMPT);
+    let (_dir, gguf) = tiny.converted().write_gguf(GgmlDType::Q8_0);
     let engine = load(&gguf, Some(adapter.path()));
     use LayerWeight::*;
     for weight in
@@ -228,8 +268,7 @@ fn a_q8_0_base_stays_quantized_under_its_adapter_and_close_to_the_merged_weights
     }
     // Measured: Q8_0 alone is 0.0023 (relative) from f32, 0.0028 with the adapter against the
     // merged f32 weights: the side path adds little error of its own.
-    let f32_base =
-        run(&load(tiny.write_safetensors(&tiny.config, HashMap::new()).path(), None), &PROMPT);
+    let f32_base = run(&load(checkpoint(&tiny.converted()).path(), None), &PROMPT);
     let q8_base = run(&load(&gguf, None), &PROMPT);
     let base_error = relative_error(&f32_base, &q8_base);
     let error = relative_error(&merged, &run(&engine, &PROMPT));
@@ -254,7 +293,9 @@ fn rslora_scales_by_alpha_over_the_square_root_of_r() {
 
 #[test]
 fn a_lora_on_up_proj_alone_adds_to_the_up_half_of_the_fused_gate_up() {
-    // glm4 GGUFs hold gate and up as one fused matrix, llama ones as two stacked.
+    // glm4 GGUFs hold gate and up as one fused matrix, llama ones as two stacked. The llama
+    // GGUF is written from the Hugging Face rows unconverted: the converter leaves the MLP's
+    // rows in order, so one merged checkpoint is the reference of both bases here.
     for tiny in [Tiny::glm4(131), Tiny::llama(132)] {
         let lora = Lora::new(&tiny, &["up_proj"], 4, 16.0, 133);
         let adapter = lora.write();
@@ -276,12 +317,8 @@ fn a_lora_on_up_proj_alone_adds_to_the_up_half_of_the_fused_gate_up() {
 const ADDED: [&str; 2] = ["<weather>", "<|tool_x|>"];
 
 /// `lora` with the tokens [`ADDED`] and their rows from `seed` (head rows too where the
-/// base's head is its own), and the merged checkpoint whose vocabulary holds them.
-fn with_added_tokens(
-    tiny: &Tiny,
-    lora: &Lora,
-    seed: u64,
-) -> (tempfile::TempDir, tempfile::TempDir) {
+/// base's head is its own), and the merged model whose vocabulary holds them.
+fn with_added_tokens(tiny: &Tiny, lora: &Lora, seed: u64) -> (tempfile::TempDir, Tiny) {
     let h = tiny.config["hidden_size"].as_u64().unwrap() as usize;
     let tied = tiny.config["tie_word_embeddings"] == true;
     let mut specs = vec![("added_embeddings".to_string(), vec![ADDED.len(), h])];
@@ -303,7 +340,7 @@ fn with_added_tokens(
             grown.tensors.insert(name.into(), grown_rows);
         }
     }
-    (adapter, lora.merged(&grown, lora.scale()))
+    (adapter, lora.merged_model(&grown, lora.scale()))
 }
 
 #[test]
@@ -314,9 +351,10 @@ fn added_tokens_grow_the_vocabulary_embedding_and_head_by_their_rows_alone() {
         let lora = Lora::new(&tiny, &["q_proj", "up_proj"], 4, 8.0, 143);
         let (adapter, merged) = with_added_tokens(&tiny, &lora, 144);
         let without_tokens = lora.write();
-        let base_st = tiny.write_safetensors(&tiny.config, HashMap::new());
-        let (_dir, base_gguf) = tiny.write_gguf(GgmlDType::F32);
+        let base_st = checkpoint(&tiny);
+        let (_dir, base_gguf) = tiny.converted().write_gguf(GgmlDType::F32);
         let base: &Path = if gguf { &base_gguf } else { base_st.path() };
+        let merged = if gguf { merged.converted() } else { merged };
         let engine = load(base, Some(adapter.path()));
         let vocab = tiny.config["vocab_size"].as_u64().unwrap() as usize;
 
@@ -337,7 +375,7 @@ fn added_tokens_grow_the_vocabulary_embedding_and_head_by_their_rows_alone() {
         }
         // With the new tokens in the prompt: the merged checkpoint with the grown vocabulary.
         let prompt = [PROMPT[0], PROMPT[1], new[0], 87, new[1]];
-        let reference = run(&load(merged.path(), None), &prompt);
+        let reference = run(&load(checkpoint(&merged).path(), None), &prompt);
         assert_close("added tokens vs merged", &run(&engine, &prompt), &reference, 1e-4);
     }
 }
@@ -414,6 +452,29 @@ fn bad_adapters_are_refused_with_the_tensor_or_key_named() {
         "added_embeddings: added token rows, but the adapter has no added_tokens.json",
     );
 
+    let whole = "base_model.model.model.embed_tokens.weight";
+    let bad = lora.write_with(|_, t| {
+        t.insert(
+            whole.into(),
+            Tensor::zeros((272, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let found = problems(base.path(), bad.path());
+    assert_problem(&found, &format!("{whole}: a whole embedding or head matrix"));
+    assert_problem(&found, "save the new tokens' rows alone as added_embeddings");
+
+    // A link to nothing is reported with its target, not skipped as an absent file.
+    #[cfg(unix)]
+    {
+        let dangling = lora.write();
+        let target = dangling.path().join("moved.json");
+        std::os::unix::fs::symlink(&target, dangling.path().join("added_tokens.json")).unwrap();
+        match load_error(base.path(), Some(dangling.path())) {
+            EngineError::MissingFile { path, .. } => assert_eq!(path, target),
+            other => panic!("not a missing file: {other}"),
+        }
+    }
+
     let missing = lora.write();
     std::fs::remove_file(missing.path().join("adapter_model.safetensors")).unwrap();
     match load_error(base.path(), Some(missing.path())) {
@@ -448,7 +509,7 @@ fn a_model_directory_naming_a_gguf_base_and_an_adapter_loads_as_the_gguf_with_th
     let shapes = Tiny { config: grown, tensors: HashMap::new() };
     let lora = Lora::new(&shapes, &["q_proj", "gate_proj", "lm_head"], 4, 8.0, 162);
     let (adapter, merged) = with_added_tokens(&tiny, &lora, 163);
-    let (base_dir, gguf) = tiny.write_gguf(GgmlDType::Q8_0);
+    let (base_dir, gguf) = tiny.converted().write_gguf(GgmlDType::Q8_0);
     let direct = load(&gguf, Some(adapter.path()));
 
     // The base relative to the directory, the adapter absolute.
@@ -476,7 +537,7 @@ fn a_model_directory_naming_a_gguf_base_and_an_adapter_loads_as_the_gguf_with_th
         &run(&direct, &prompt),
         0.0,
     );
-    let reference = run(&load(merged.path(), None), &prompt);
+    let reference = run(&load(checkpoint(&merged.converted()).path(), None), &prompt);
     let error = relative_error(&reference, &run(&named, &prompt));
     assert!(error <= 0.01, "Q8_0 + adapter vs merged: relative logit error {error} > 0.01");
     let messages = [autoglm_engine::ChatMessage::new(autoglm_engine::Role::User, "Hi")];
@@ -497,8 +558,112 @@ fn a_model_directory_naming_a_gguf_base_and_an_adapter_loads_as_the_gguf_with_th
     std::fs::write(extra.path().join("config.json"), config.to_string()).unwrap();
     let message = config_error(extra.path(), None);
     assert!(message.contains("remove \"hidden_size\""), "{message}");
+    let empty = parts_dir(json!({"base": ""}));
+    assert_eq!(
+        config_error(empty.path(), None),
+        "autoglm.base is empty: give a path, relative to this directory or absolute"
+    );
     let missing = parts_dir(json!({"base": base_dir.path().join("absent.gguf")}));
     assert!(matches!(load_error(missing.path(), None), EngineError::MissingFile { .. }));
     let unknown = parts_dir(json!({"base": gguf, "weights": "x"}));
     assert!(config_error(unknown.path(), None).contains("unknown field `weights`"));
+}
+
+#[test]
+fn adapter_config_keys_are_read_refused_by_name_or_known_harmless() {
+    let tiny = Tiny::glm4(181);
+    let base = checkpoint(&tiny);
+    let lora = Lora::new(&tiny, &["q_proj", "k_proj"], 4, 8.0, 182);
+    let expected = run(&load(lora.merged(&tiny, 2.0).path(), None), &PROMPT);
+
+    // Every key PEFT 0.18 writes, at the values it writes for a plain LoRA.
+    let written = lora.write_with(|c, _| {
+        let peft = json!({
+            "alora_invocation_tokens": null, "alpha_pattern": {}, "arrow_config": null,
+            "auto_mapping": null, "corda_config": null, "ensure_weight_tying": false,
+            "eva_config": null, "exclude_modules": null, "inference_mode": true,
+            "init_lora_weights": true, "layer_replication": null, "layers_pattern": null,
+            "layers_to_transform": null, "loftq_config": {}, "lora_bias": false,
+            "megatron_config": null, "megatron_core": "megatron.core", "peft_version": "0.18.0",
+            "qalora_group_size": 16, "rank_pattern": {}, "revision": null,
+            "target_parameters": null, "trainable_token_indices": null, "use_dora": false,
+            "use_qalora": false,
+        });
+        c.as_object_mut().unwrap().extend(peft.as_object().unwrap().clone());
+    });
+    let adapted = run(&load(base.path(), Some(written.path())), &PROMPT);
+    assert_close("PEFT 0.18's full config vs merged", &adapted, &expected, 1e-4);
+
+    // An option this engine does not know, set, is refused by name; left unset it is not.
+    let bad = lora.write_with(|c, _| c["alora_invocation_tokens"] = json!([1, 2]));
+    assert_problem(&problems(base.path(), bad.path()), "alora_invocation_tokens is set ([1,2])");
+    let bad = lora.write_with(|c, _| c["future_option"] = json!("on"));
+    let found = problems(base.path(), bad.path());
+    assert_problem(&found, "future_option is set (\"on\"): this engine does not know the option");
+    let unset = lora.write_with(|c, _| c["future_option"] = json!(null));
+    load(base.path(), Some(unset.path()));
+    let bad = lora.write_with(|c, _| c["init_lora_weights"] = json!("pissa_niter_4"));
+    assert_problem(&problems(base.path(), bad.path()), "init_lora_weights is \"pissa_niter_4\"");
+
+    // A module or layer listed twice would add its pairs twice.
+    let bad = lora.write_with(|c, _| c["target_modules"] = json!(["q_proj", "k_proj", "q_proj"]));
+    let found = problems(base.path(), bad.path());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(&found, "target_modules lists \"q_proj\" more than once");
+    let bad = lora.write_with(|c, _| c["layers_to_transform"] = json!([0, 1, 1]));
+    let found = problems(base.path(), bad.path());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(&found, "layers_to_transform lists layer 1 more than once");
+
+    // lm_head is in no layer, so PEFT never adapts it when layers_to_transform is set.
+    let head = Lora::new(&tiny, &["q_proj", "lm_head"], 4, 8.0, 183);
+    let bad = head.write_with(|c, _| c["layers_to_transform"] = json!([0, 1]));
+    let found = problems(base.path(), bad.path());
+    assert_problem(&found, "target_modules lists lm_head but layers_to_transform is set");
+    assert!(!found.iter().any(|p| p.contains("missing")), "{found:#?}");
+
+    // A shape neither form has: the expected form, not serde's untagged-enum words.
+    let bad = lora.write_with(|c, _| c["target_modules"] = json!({"q_proj": true}));
+    let message = config_error(base.path(), Some(bad.path()));
+    assert!(message.starts_with("target_modules must be a list of module names"), "{message}");
+    let bad = lora.write_with(|c, _| c["layers_to_transform"] = json!("0-3"));
+    let message = config_error(base.path(), Some(bad.path()));
+    assert!(message.starts_with("layers_to_transform must be a layer index"), "{message}");
+
+    // A scale past ±1e4 is a typo, not a model.
+    let bad = lora.write_with(|c, _| c["lora_alpha"] = json!(1e6));
+    assert_problem(
+        &problems(base.path(), bad.path()),
+        "lora_alpha 1000000 gives a scale of 250000",
+    );
+}
+
+#[test]
+fn a_config_json_with_an_implausible_dimension_is_refused_naming_the_key() {
+    for (key, value) in [("head_dim", 1u64 << 40), ("vocab_size", u64::MAX)] {
+        let mut config = Tiny::glm4(191).config;
+        config[key] = json!(value);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let message = config_error(dir.path(), None);
+        assert_eq!(message, format!("{key} {value} is implausibly large (at most 16777216)"));
+    }
+}
+
+#[test]
+fn an_added_token_in_the_placeholders_reserved_form_is_refused_by_name() {
+    // glm4 from safetensors: its tokenizer is smaller than its embedding, so placeholders
+    // of this form fill the gap, and one of them could clash with the added token.
+    let tiny = Tiny::glm4(201);
+    let lora = Lora::new(&tiny, &["q_proj"], 4, 8.0, 202);
+    let (adapter, _) = with_added_tokens(&tiny, &lora, 203);
+    let tokens = json!(["<weather>", "<|autoglm_unused_266|>"]);
+    std::fs::write(adapter.path().join("added_tokens.json"), tokens.to_string()).unwrap();
+    match load_error(checkpoint(&tiny).path(), Some(adapter.path())) {
+        EngineError::Tokenizer(message) => assert!(
+            message.contains("\"<|autoglm_unused_266|>\", but tokens starting with \"<|autoglm_unused_\" are reserved"),
+            "{message}"
+        ),
+        other => panic!("not a tokenizer error: {other}"),
+    }
 }

@@ -52,6 +52,26 @@ impl Tiny {
         Self { tensors: random_tensors(&expected_tensors(&parsed, arch), seed), config }
     }
 
+    /// The model as llama.cpp's converter writes it into a GGUF: for `llama`, every layer's
+    /// Q and K rows reordered by [`permute`] (over the query heads for Q, the key/value heads
+    /// for K); `glm4` is converted as it is. [`Tiny::write_gguf`] writes the tensors as they
+    /// are, so a GGUF of this model is the Hugging Face model's real conversion.
+    pub fn converted(&self) -> Self {
+        let mut tensors = self.tensors.clone();
+        if self.arch() == Arch::Llama {
+            let n = |key: &str| self.config[key].as_u64().unwrap() as usize;
+            let (heads, kv_heads) = (n("num_attention_heads"), n("num_key_value_heads"));
+            for (name, tensor) in tensors.iter_mut() {
+                if name.ends_with("self_attn.q_proj.weight") {
+                    *tensor = permute(tensor, heads);
+                } else if name.ends_with("self_attn.k_proj.weight") {
+                    *tensor = permute(tensor, kv_heads);
+                }
+            }
+        }
+        Self { config: self.config.clone(), tensors }
+    }
+
     /// The llama.cpp architecture its GGUF declares.
     pub fn arch(&self) -> Arch {
         if self.config["architectures"][0] == "Glm4ForCausalLM" { Arch::Glm4 } else { Arch::Llama }
@@ -322,6 +342,25 @@ pub fn gguf_tensors(
         }
     }
     out
+}
+
+/// The rows of `w` (`[rows, columns]`) as llama.cpp's converter reorders a Q or K matrix of
+/// `heads` heads for a `llama` GGUF (convert_hf_to_gguf.py, `LlamaModel.permute`):
+/// `w.reshape(heads, 2, rows // heads // 2, columns).swapaxes(1, 2).reshape(rows, columns)`.
+/// Written out index by index, so that it checks the engine's tensor version of it.
+pub fn permute(w: &Tensor, heads: usize) -> Tensor {
+    let rows: Vec<Vec<f32>> = w.to_vec2().unwrap();
+    let half = rows.len() / heads / 2;
+    let mut out: Vec<f32> = Vec::with_capacity(w.elem_count());
+    // Output row (head, i, side) of the swapped axes reads input row (head, side, i).
+    for head in 0..heads {
+        for i in 0..half {
+            for side in 0..2 {
+                out.extend(&rows[(head * 2 + side) * half + i]);
+            }
+        }
+    }
+    Tensor::from_vec(out, w.shape(), w.device()).unwrap()
 }
 
 /// llama.cpp's name for a Hugging Face tensor name of the GLM families.

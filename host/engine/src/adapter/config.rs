@@ -2,7 +2,11 @@
 //! adapter computes are read and checked; a key asking for something this engine does not
 //! compute (DoRA, per-module ranks, trained biases, whole-module copies) is refused by name,
 //! since ignoring it would run a different model. Keys that only describe training
-//! (`lora_dropout`, `task_type`, `inference_mode`, ...) are ignored.
+//! ([`HARMLESS`]) are ignored; any other key is refused by name unless it is left at PEFT's
+//! default (null, false or empty), since a PEFT newer than this engine may add an option
+//! that changes what the adapter computes.
+
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -10,6 +14,52 @@ use serde_json::Value;
 /// The modules a LoRA may target here, by their Hugging Face names.
 pub const MODULES: &str =
     "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, gate_up_proj, down_proj and lm_head";
+
+/// Keys of `adapter_config.json` (PEFT 0.13 to 0.18) that do not change what a saved adapter
+/// computes, whatever their value: training, initialisation and provenance settings.
+/// `init_lora_weights` is among them except for the initialisations that rewrite the base
+/// ([`init_rewrites_base`]).
+const HARMLESS: [&str; 16] = [
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+    "peft_version",
+    "inference_mode",
+    "auto_mapping",
+    "lora_dropout",
+    "init_lora_weights",
+    "layers_pattern",
+    "megatron_config",
+    "megatron_core",
+    "loftq_config",
+    "eva_config",
+    "corda_config",
+    // Read only with use_qalora, which is refused when set.
+    "qalora_group_size",
+    "runtime_config",
+];
+
+/// Keys PEFT writes whose non-default values ask for computation this engine lacks, and why.
+const UNSUPPORTED: [(&str, &str); 11] = [
+    ("use_dora", "DoRA's magnitude vectors are not applied"),
+    ("lora_bias", "LoRA B biases are not applied"),
+    ("rank_pattern", "per-module ranks are not implemented"),
+    ("alpha_pattern", "per-module alphas are not implemented"),
+    ("layer_replication", "layer replication is not implemented"),
+    ("exclude_modules", "module exclusion is not implemented"),
+    ("target_parameters", "parameter targets are not implemented"),
+    (
+        "trainable_token_indices",
+        "PEFT's trainable tokens are not read; add tokens with added_tokens.json and an \
+         added_embeddings tensor",
+    ),
+    ("use_qalora", "QA-LoRA's pooled inputs are not implemented"),
+    (
+        "alora_invocation_tokens",
+        "activated LoRA (applied after invocation tokens) is not implemented",
+    ),
+    ("arrow_config", "Arrow routing between adapters is not implemented"),
+];
 
 /// The parts of `adapter_config.json` the engine reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,27 +94,17 @@ pub struct AdapterConfig {
     /// The layers that carry the LoRA pairs (all when absent).
     #[serde(default)]
     pub layers_to_transform: Option<Layers>,
-    #[serde(default)]
-    use_dora: Value,
-    #[serde(default)]
-    lora_bias: Value,
-    #[serde(default)]
-    rank_pattern: Value,
-    #[serde(default)]
-    alpha_pattern: Value,
-    #[serde(default)]
-    layer_replication: Value,
-    #[serde(default)]
-    exclude_modules: Value,
-    #[serde(default)]
-    target_parameters: Value,
-    #[serde(default)]
-    trainable_token_indices: Value,
+    /// Every other key, checked against [`HARMLESS`] and [`UNSUPPORTED`].
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
 }
 
 /// `target_modules`: PEFT takes a list of module names or one regular expression.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "target_modules must be a list of module names, such as [\"q_proj\", \"v_proj\"]"
+)]
 pub enum TargetModules {
     /// Module names, matched against the last part of each module's path.
     List(Vec<String>),
@@ -74,7 +114,10 @@ pub enum TargetModules {
 
 /// `layers_to_transform`: one layer index or several.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "layers_to_transform must be a layer index or a list of them, such as [0, 1]"
+)]
 pub enum Layers {
     /// One layer.
     One(usize),
@@ -100,6 +143,29 @@ fn inert(value: &Value) -> bool {
         Value::Object(map) => map.is_empty(),
         _ => false,
     }
+}
+
+/// The largest scale taken as meant: past it, half-precision side paths overflow and the
+/// adapter would drown the base.
+const MAX_SCALE: f64 = 1e4;
+
+/// Whether `init_lora_weights` names an initialisation that subtracts the first A/B product
+/// from the base weights (PiSSA, OLoRA, CorDA) or replaces them (LoftQ): such an adapter fits
+/// only the base saved with it, unless PEFT converted it when saving (which writes `true`).
+fn init_rewrites_base(value: &Value) -> bool {
+    let Some(name) = value.as_str() else { return false };
+    name.starts_with("pissa") || ["olora", "corda", "loftq"].contains(&name)
+}
+
+/// The values listed more than once in `items`, each once, in order.
+fn repeated<T: std::hash::Hash + Eq + Clone>(items: &[T]) -> Vec<T> {
+    let (mut seen, mut twice) = (HashSet::new(), Vec::new());
+    for item in items {
+        if !seen.insert(item) && !twice.contains(item) {
+            twice.push(item.clone());
+        }
+    }
+    twice
 }
 
 impl AdapterConfig {
@@ -135,8 +201,14 @@ impl AdapterConfig {
         if self.r == 0 {
             problems.push("r must be at least 1".into());
         }
-        if !self.lora_alpha.is_finite() {
-            problems.push(format!("lora_alpha {} is not a number", self.lora_alpha));
+        let scale = self.scale();
+        if self.r > 0 && !(scale.is_finite() && scale.abs() <= MAX_SCALE) {
+            problems.push(format!(
+                "lora_alpha {} gives a scale of {scale} (lora_alpha / {}r); it must be a finite \
+                 number that keeps the scale within ±{MAX_SCALE}",
+                self.lora_alpha,
+                if self.use_rslora { "sqrt " } else { "" }
+            ));
         }
         match &self.target_modules {
             None => {
@@ -156,11 +228,40 @@ impl AdapterConfig {
                          {MODULES}"
                     ));
                 }
+                for name in repeated(names) {
+                    problems.push(format!(
+                        "target_modules lists {name:?} more than once, which would add its \
+                         pairs twice; list it once"
+                    ));
+                }
+                let has = |name: &str| names.iter().any(|n| n == name);
+                if has("gate_up_proj") && (has("gate_proj") || has("up_proj")) {
+                    problems.push(
+                        "target_modules lists gate_up_proj beside gate_proj or up_proj, which \
+                         are its halves, so their rows would be adapted twice"
+                            .into(),
+                    );
+                }
+                if has("lm_head") && self.layers_to_transform.is_some() {
+                    problems.push(
+                        "target_modules lists lm_head but layers_to_transform is set: the two \
+                         conflict, since PEFT then adapts only modules inside the listed layers \
+                         and lm_head is in none; remove one of them"
+                            .into(),
+                    );
+                }
             }
         }
-        for n in self.layers(layers).into_iter().filter(|&n| n >= layers) {
+        let chosen = self.layers(layers);
+        for n in chosen.iter().filter(|&&n| n >= layers) {
             problems.push(format!(
                 "layers_to_transform names layer {n} but the model has {layers} layers"
+            ));
+        }
+        for n in repeated(&chosen) {
+            problems.push(format!(
+                "layers_to_transform lists layer {n} more than once, which would add its pairs \
+                 twice; list it once"
             ));
         }
         if self.fan_in_fan_out {
@@ -185,25 +286,23 @@ impl AdapterConfig {
                 modules.join(", ")
             ));
         }
-        let unsupported = [
-            ("use_dora", &self.use_dora, "DoRA's magnitude vectors are not applied"),
-            ("lora_bias", &self.lora_bias, "LoRA B biases are not applied"),
-            ("rank_pattern", &self.rank_pattern, "per-module ranks are not implemented"),
-            ("alpha_pattern", &self.alpha_pattern, "per-module alphas are not implemented"),
-            ("layer_replication", &self.layer_replication, "layer replication is not implemented"),
-            ("exclude_modules", &self.exclude_modules, "module exclusion is not implemented"),
-            ("target_parameters", &self.target_parameters, "parameter targets are not implemented"),
-            (
-                "trainable_token_indices",
-                &self.trainable_token_indices,
-                "PEFT's trainable tokens are not read; add tokens with added_tokens.json and \
-                 an added_embeddings tensor",
-            ),
-        ];
-        for (key, value, why) in unsupported {
-            if !inert(value) {
-                problems.push(format!("{key} is set ({value}): {why}"));
+        if let Some(init) = self.other.get("init_lora_weights").filter(|v| init_rewrites_base(v)) {
+            problems.push(format!(
+                "init_lora_weights is {init}: that initialisation rewrites the base weights, so \
+                 the adapter fits only the base saved with it; save it with PEFT's \
+                 path_initial_model_for_weight_conversion to get an adapter of the original base"
+            ));
+        }
+        for (key, value) in &self.other {
+            if HARMLESS.contains(&key.as_str()) || inert(value) {
+                continue;
             }
+            let why = UNSUPPORTED.iter().find(|(k, _)| k == key).map_or(
+                "this engine does not know the option, and applying the adapter without it \
+                 could compute another model; remove the key if it does not change inference",
+                |(_, why)| why,
+            );
+            problems.push(format!("{key} is set ({value}): {why}"));
         }
         problems
     }

@@ -15,6 +15,11 @@
 //! new tokens take ids from the base's embedding rows on, so the base's rows stay as they
 //! are; where the base's tokenizer has fewer tokens than embedding rows, unused
 //! placeholders fill the gap ([`GlmTokenizer::with_added_tokens`]).
+//!
+//! A PEFT adapter is trained on the Hugging Face model, so its `q_proj` and `k_proj` output
+//! rows are in Hugging Face's order. llama.cpp's converter reorders those rows in a `llama`
+//! GGUF ([`QkRows::LlamaCpp`]), and the engine runs the file's matrices as stored, so the
+//! adapter's B rows are reordered the same way before they meet such a base.
 
 pub mod config;
 mod source;
@@ -44,23 +49,41 @@ const ADDED_EMBEDDINGS: &str = "added_embeddings";
 /// The added tokens' head rows `[n, hidden]`, for a base whose head is its own matrix.
 const ADDED_HEAD: &str = "added_lm_head";
 
+/// The order of the base's Q and K rows, which the adapter's B rows must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkRows {
+    /// Hugging Face's, as the adapter was trained on: safetensors checkpoints and `glm4`
+    /// GGUFs.
+    Hf,
+    /// llama.cpp's for a `llama` GGUF (convert_hf_to_gguf.py, `LlamaModel.permute`): within
+    /// each head, channel `c` of the first half moves to row `2c` and of the second half to
+    /// `2c + 1`, over the query heads for Q and the key/value heads for K.
+    LlamaCpp,
+}
+
 /// Where a target module lands in the model: the weight it adds to, the rows of that
-/// weight's output it adds to, and the widths of its input and of the weight's whole output.
+/// weight's output it adds to, the widths of its input and of the weight's whole output, and
+/// the heads its B rows are reordered over ([`QkRows::LlamaCpp`]).
 #[derive(Debug, Clone)]
 struct Landing {
     weight: Weight,
     rows: Range<usize>,
     inputs: usize,
     outputs: usize,
+    permute_heads: Option<usize>,
 }
 
-/// The widths a module's shape is made of, the vocabulary with the added tokens.
+/// The widths a module's shape is made of, the vocabulary with the added tokens, and the
+/// base's row order.
 struct Dims {
     hidden: usize,
     inner: usize,
+    heads: usize,
+    kv_heads: usize,
     queries: usize,
     keys: usize,
     vocab: usize,
+    qk_rows: QkRows,
 }
 
 /// Where `module` of `layer` lands; None for a name no module of this model has. The fused
@@ -68,6 +91,8 @@ struct Dims {
 fn landing(module: &str, layer: usize, d: &Dims) -> Option<Landing> {
     use LayerWeight::*;
     let (h, i) = (d.hidden, d.inner);
+    let permuted = |heads| (d.qk_rows == QkRows::LlamaCpp).then_some(heads);
+    let mut permute_heads = None;
     let (part, rows, inputs, outputs) = match module {
         "lm_head" => {
             return Some(Landing {
@@ -75,10 +100,17 @@ fn landing(module: &str, layer: usize, d: &Dims) -> Option<Landing> {
                 rows: 0..d.vocab,
                 inputs: h,
                 outputs: d.vocab,
+                permute_heads,
             });
         }
-        "q_proj" => (Q, 0..d.queries, h, d.queries),
-        "k_proj" => (K, 0..d.keys, h, d.keys),
+        "q_proj" => {
+            permute_heads = permuted(d.heads);
+            (Q, 0..d.queries, h, d.queries)
+        }
+        "k_proj" => {
+            permute_heads = permuted(d.kv_heads);
+            (K, 0..d.keys, h, d.keys)
+        }
         "v_proj" => (V, 0..d.keys, h, d.keys),
         "o_proj" => (O, 0..h, d.queries, h),
         "gate_proj" => (GateUp, 0..i, h, 2 * i),
@@ -87,7 +119,7 @@ fn landing(module: &str, layer: usize, d: &Dims) -> Option<Landing> {
         "down_proj" => (Down, 0..h, i, h),
         _ => return None,
     };
-    Some(Landing { weight: Weight::Layer(layer, part), rows, inputs, outputs })
+    Some(Landing { weight: Weight::Layer(layer, part), rows, inputs, outputs, permute_heads })
 }
 
 /// PEFT's name of `module`'s tensors, without `.lora_A.weight` / `.lora_B.weight`.
@@ -138,19 +170,20 @@ impl std::fmt::Debug for Adapter {
 }
 
 impl Adapter {
-    /// Read the adapter in `dir`, check every tensor against a model of `base`, and load the
-    /// tensors as `dtype` on `device`.
+    /// Read the adapter in `dir`, check every tensor against a model of `base` whose Q and K
+    /// rows are in the order `qk_rows`, and load the tensors as `dtype` on `device`.
     pub fn open(
         dir: &Path,
         base: &ModelConfig,
+        qk_rows: QkRows,
         device: &Device,
         dtype: DType,
     ) -> Result<Self, EngineError> {
         let config = read_config(dir)?;
         let tokens = read_added_tokens(dir)?;
         let weights = dir.join(WEIGHTS);
-        if !weights.is_file() {
-            let why = if dir.join("adapter_model.bin").is_file() {
+        if !present(&weights, "the adapter's weights (adapter_model.safetensors)")? {
+            let why = if present(&dir.join("adapter_model.bin"), "adapter_model.bin")? {
                 "the adapter's weights: adapter_model.bin is a pickle, which is not read; save \
                  the adapter with safe_serialization=True"
             } else {
@@ -167,12 +200,20 @@ impl Adapter {
         let mapped = unsafe { MmapedSafetensors::new(&weights) }
             .map_err(|e| fail(vec![format!("cannot read {WEIGHTS}: {e}")]))?;
         let added = tokens.as_ref().map_or(0, Vec::len);
+        // The grown vocabulary goes through the same caps as the base's, so that no width
+        // below wraps.
+        let mut grown = base.clone();
+        grown.vocab_size = base.vocab_size.saturating_add(added);
+        grown.check().map_err(|e| fail(vec![format!("the base with the added tokens: {e}")]))?;
         let dims = Dims {
             hidden: base.hidden_size,
             inner: base.intermediate_size,
+            heads: base.num_attention_heads,
+            kv_heads: base.kv_heads(),
             queries: base.num_attention_heads * base.head_dim(),
             keys: base.kv_heads() * base.head_dim(),
-            vocab: base.vocab_size + added,
+            vocab: grown.vocab_size,
+            qk_rows,
         };
         let layers = base.num_hidden_layers;
         let mut problems = config.problems(|m| landing(m, 0, &dims).is_some(), layers);
@@ -209,14 +250,22 @@ impl Adapter {
             return Err(fail(problems));
         }
 
-        let load = |name: &str| -> Result<Tensor, EngineError> {
+        let load_as = |name: &str, dtype: DType| -> Result<Tensor, EngineError> {
             let tensor = mapped.load(name, device).and_then(|t| t.to_dtype(dtype));
             tensor.map_err(|e| fail(vec![format!("{name}: cannot load it: {e}")]))
         };
+        let load = |name: &str| load_as(name, dtype);
         let scale = config.scale();
         let mut pairs: HashMap<Weight, Vec<(Landing, Tensor, Tensor)>> = HashMap::new();
         for site in &sites {
-            let b = (load(&site.b)? * scale)?;
+            // Scaled in f32 and only then rounded to the load dtype: scaling a half-precision
+            // B would round twice, and could overflow where B times the scale still fits.
+            let mut b = load_as(&site.b, DType::F32)?;
+            if let Some(heads) = site.landing.permute_heads {
+                b = llama_cpp_rows(&b, heads)
+                    .map_err(|e| fail(vec![format!("{}: cannot reorder its rows: {e}", site.b)]))?;
+            }
+            let b = (b * scale)?.to_dtype(dtype)?;
             let entry = pairs.entry(site.landing.weight).or_default();
             entry.push((site.landing.clone(), load(&site.a)?, b));
         }
@@ -284,7 +333,7 @@ impl Adapter {
             self.low_rank.len()
         );
         if let Some(base) = &self.config.base_model_name_or_path {
-            text.push_str(&format!(", trained on {base}"));
+            text.push_str(&format!(", trained on {base:?}"));
         }
         if !self.added_tokens().is_empty() {
             text.push_str(&format!(", {} added tokens", self.added_tokens().len()));
@@ -313,10 +362,32 @@ fn read_config(dir: &Path) -> Result<AdapterConfig, EngineError> {
     serde_json::from_str(&text).map_err(|e| EngineError::Config { path, message: e.to_string() })
 }
 
+/// Whether something is at `path`. A symbolic link to nothing is not taken for an absent file
+/// (which would skip it, or blame the link): it is reported with the missing target, as
+/// `what`.
+fn present(path: &Path, what: &'static str) -> Result<bool, EngineError> {
+    match path.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(EngineError::MissingFile { path: path.to_path_buf(), what, source }),
+        Ok(_) => match path.metadata() {
+            Ok(_) => Ok(true),
+            Err(source) => {
+                let target = std::fs::read_link(path).ok();
+                let target = target.map(|t| path.parent().unwrap_or(Path::new("")).join(t));
+                Err(EngineError::MissingFile {
+                    path: target.unwrap_or_else(|| path.to_path_buf()),
+                    what,
+                    source,
+                })
+            }
+        },
+    }
+}
+
 /// The strings of `added_tokens.json`, if the adapter has one.
 fn read_added_tokens(dir: &Path) -> Result<Option<Vec<String>>, EngineError> {
     let path = dir.join(ADDED_TOKENS);
-    if !path.exists() {
+    if !present(&path, "the adapter's added tokens")? {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| EngineError::MissingFile {
@@ -342,7 +413,9 @@ fn sites(config: &AdapterConfig, dims: &Dims, layers: usize) -> Vec<Site> {
     let mut sites = Vec::new();
     for module in config.targets() {
         let each: Vec<usize> = if module == "lm_head" {
-            vec![0]
+            // PEFT adapts no module outside the layers when layers_to_transform is set, which
+            // AdapterConfig::problems refuses beside lm_head.
+            if config.layers_to_transform.is_some() { vec![] } else { vec![0] }
         } else {
             config.layers(layers).into_iter().filter(|&n| n < layers).collect()
         };
@@ -401,6 +474,13 @@ fn unmatched_problem(
         ADDED_HEAD if base.tie_word_embeddings => "added head rows, but the base ties its head \
             to its embedding, so the added tokens' head rows are their embedding rows"
             .into(),
+        _ if name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight") => {
+            "a whole embedding or head matrix, as PEFT saves it for a resized vocabulary \
+             (save_embedding_layers), which this engine does not load: keep the base's rows and \
+             save the new tokens' rows alone as added_embeddings [n, hidden] (and added_lm_head \
+             where the head is untied), their strings in added_tokens.json"
+                .into()
+        }
         _ => format!(
             "matches no module of this model that target_modules ([{}]) names, in the layers \
              the adapter covers",
@@ -408,6 +488,14 @@ fn unmatched_problem(
         ),
     };
     format!("{name}: {why}")
+}
+
+/// `b`'s rows in llama.cpp's order over `heads` heads ([`QkRows::LlamaCpp`]).
+fn llama_cpp_rows(b: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, columns) = b.dims2()?;
+    let half = rows / heads.max(1) / 2;
+    // A shape whose heads do not split in halves fails in reshape, which checks the count.
+    b.reshape((heads, 2, half, columns))?.transpose(1, 2)?.contiguous()?.reshape((rows, columns))
 }
 
 /// The pairs of one weight as one pair: `down`s stacked, and each scaled `up` in its rows

@@ -25,17 +25,13 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Result as CandleResult, Tensor};
 
 use crate::EngineError;
+use crate::adapter::QkRows;
 use crate::blocks::FloatInputMatrix;
-use crate::checkpoint::{Architecture, AutoglmSettings, ModelConfig};
+use crate::checkpoint::{Architecture, AutoglmSettings, MAX_CONTEXT, MAX_DIMENSION, ModelConfig};
 use crate::model::{LayerWeight, Matrix, Weight, WeightSource};
 
 /// What `general.architecture` a GGUF must state for the engine to run it.
 pub const SUPPORTED: &str = "glm4 (GLM-4-0414) and llama (e.g. SmolLM2)";
-
-/// Larger values than these in a file's metadata are taken as corrupt, not as a model: they
-/// would only make the loader allocate without bound before any tensor is checked.
-const MAX_DIMENSION: usize = 1 << 24;
-const MAX_CONTEXT: usize = 1 << 22;
 
 /// The GGUF layouts the engine runs, by `general.architecture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +48,14 @@ impl Layout {
         match self {
             Self::Glm4 => "glm4",
             Self::Llama => "llama",
+        }
+    }
+
+    /// The order of its Q and K rows, which an adapter's must follow.
+    pub fn qk_rows(self) -> QkRows {
+        match self {
+            Self::Glm4 => QkRows::Hf,
+            Self::Llama => QkRows::LlamaCpp,
         }
     }
 
