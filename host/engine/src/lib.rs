@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod constrain;
 pub mod gguf;
 pub mod model;
+pub mod package;
 pub mod parse;
 pub mod prefix;
 pub mod remote;
@@ -128,6 +129,14 @@ pub enum EngineError {
         path: PathBuf,
         /// One line per problem.
         problems: Vec<String>,
+    },
+    /// A model file named as part of a package could not be fetched or failed its check.
+    #[error("the model package {reference}: {message}")]
+    Package {
+        /// The package and the file in it.
+        reference: String,
+        /// What went wrong and what to do instead.
+        message: String,
     },
     /// The tokenizer could not be used.
     #[error("tokenizer: {0}")]
@@ -281,7 +290,7 @@ enum Location<'a> {
     /// A GGUF file.
     Gguf(PathBuf),
     /// A directory whose config.json names a GGUF and maybe an adapter.
-    Parts(&'a Path, checkpoint::Parts),
+    Parts(&'a Path, Box<checkpoint::Parts>),
 }
 
 fn locate(path: &Path) -> Result<Location<'_>, EngineError> {
@@ -292,7 +301,7 @@ fn locate(path: &Path) -> Result<Location<'_>, EngineError> {
         && path.join("config.json").is_file()
         && let Some(parts) = checkpoint::Parts::read(path)?
     {
-        return Ok(Location::Parts(path, parts));
+        return Ok(Location::Parts(path, Box::new(parts)));
     }
     if !path.is_dir() || path.join("config.json").is_file() {
         return Ok(Location::Safetensors(path));
