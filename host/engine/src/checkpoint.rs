@@ -74,6 +74,10 @@ pub struct AutoglmSettings {
     pub base: Option<Base>,
     /// A LoRA adapter directory applied to the weights, relative to the directory or absolute.
     pub adapter: Option<String>,
+    /// Render prompts with the built-in GLM-4 template even where the GGUF carries a chat
+    /// template of its own: for a base that an adapter taught GLM-4's protocol (and whose
+    /// vocabulary it gave GLM-4's special tokens).
+    pub glm4_template: bool,
 }
 
 /// What `autoglm.base` names.

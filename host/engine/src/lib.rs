@@ -293,6 +293,20 @@ enum Location<'a> {
     Parts(&'a Path, Box<checkpoint::Parts>),
 }
 
+/// The name `--model` takes for the demo model (where no file of that name is).
+pub const DEMO: &str = "demo";
+
+/// The demo model's directory in the source tree this engine was built from.
+fn demo_dir() -> Result<PathBuf, EngineError> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/autoglm-demo");
+    std::fs::canonicalize(&dir).map_err(|source| EngineError::MissingFile {
+        path: dir,
+        what: "the built-in demo model (models/autoglm-demo of the source tree this binary was \
+               built from); pass the model directory itself, or a GGUF, as --model",
+        source,
+    })
+}
+
 fn locate(path: &Path) -> Result<Location<'_>, EngineError> {
     if path.is_file() {
         return Ok(Location::Gguf(path.to_path_buf()));
@@ -489,6 +503,13 @@ impl Engine {
         device: DeviceChoice,
         on_layer: impl FnMut(usize, usize),
     ) -> Result<Self, EngineError> {
+        let demo;
+        let path = if path == Path::new(DEMO) && !path.exists() {
+            demo = demo_dir()?;
+            demo.as_path()
+        } else {
+            path
+        };
         match locate(path)? {
             Location::Safetensors(dir) => Self::load_safetensors(dir, adapter, device, on_layer),
             Location::Gguf(file) => {
@@ -594,9 +615,20 @@ impl Engine {
         };
         let specials = (text("bos")?, text("eos")?);
         let glm_vocabulary = tokenizer.special().is_some();
+        if config.autoglm.glm4_template && !glm_vocabulary {
+            return Err(EngineError::Config {
+                path: dir.join("config.json"),
+                message: "autoglm.glm4_template asks for GLM-4's prompts, but the vocabulary \
+                          lacks GLM-4's special tokens: add them with the adapter \
+                          (added_tokens.json)"
+                    .into(),
+            });
+        }
+        // The file's own template is for the protocol the base was trained on.
+        let embedded = if config.autoglm.glm4_template { None } else { gguf.chat_template()? };
         let template = ChatTemplate::for_gguf(
             dir,
-            gguf.chat_template()?,
+            embedded,
             arch,
             glm_vocabulary,
             (&specials.0, &specials.1),

@@ -319,8 +319,10 @@ fn render_built_in(
 
 /// The start of a description: up to its first punctuation, at most six words.
 fn first_clause(description: &str) -> String {
-    let clause = description.split(['(', ':', ';', ',', '.', '\n']).next().unwrap_or_default();
-    clause.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+    // A sentence's worth: a small model reads the whole phrase ("Count the words,
+    // characters and lines of a text"), and what follows a parenthesis or a colon is detail.
+    let clause = description.split(['(', ':', ';', '.', '\n']).next().unwrap_or_default();
+    clause.split_whitespace().take(12).collect::<Vec<_>>().join(" ").trim_end_matches(',').into()
 }
 
 /// `name: type` for each property, `?` marking the optional ones.

@@ -161,6 +161,8 @@ impl GlmTokenizer {
                 )));
             }
         }
+        // Added tokens may complete GLM-4's set (a base taught GLM-4's protocol).
+        let special = special.or_else(|| SpecialTokens::resolve(&inner).ok());
         Ok(Self::build(inner, special, stops))
     }
 

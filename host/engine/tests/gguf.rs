@@ -107,10 +107,15 @@ fn an_f32_llama_gguf_computes_what_quantized_llama_and_a_glm_safetensors_twin_co
     );
 }
 
-/// The shipped demo model (trained, so its predictions have margins a random model's lack)
-/// as a glm4 GGUF of `dtype`, its tokenizer.json beside it.
+/// A small trained GLM-4 (the project's first demo model, 1.7M parameters, kept as a
+/// fixture: trained, so its predictions have margins a random model's lack).
+fn trained_glm4() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trained-glm4")
+}
+
+/// [`trained_glm4`] as a glm4 GGUF of `dtype`, its tokenizer.json beside it.
 fn demo_gguf(dtype: GgmlDType) -> (tempfile::TempDir, PathBuf) {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/autoglm-demo");
+    let demo = trained_glm4();
     let config: Json =
         serde_json::from_str(&std::fs::read_to_string(demo.join("config.json")).unwrap()).unwrap();
     let tensors =
@@ -132,8 +137,7 @@ fn quantized_files_stay_close_to_f32_and_q8_0_decodes_the_same() {
     // Relative to the largest logit; measured here (printed): Q8_0 0.011, Q4_0 0.16, Q4_1
     // 0.14 (4 bits are coarse for a 3M-parameter model).
     let tolerances = [(GgmlDType::Q8_0, 0.03), (GgmlDType::Q4_0, 0.25), (GgmlDType::Q4_1, 0.25)];
-    let demo =
-        load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/autoglm-demo").as_path());
+    let demo = load(&trained_glm4());
     let (_dir, path) = demo_gguf(GgmlDType::F32);
     let exact = load(&path);
     let messages = [ChatMessage::new(Role::User, "What's 192 celsius expressed in fahrenheit?")];

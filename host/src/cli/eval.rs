@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use autoglm_engine::{DeviceChoice, SamplingParams, ToolDef};
-use autoglm_host::eval::{evaluate, load_cases};
+use autoglm_host::eval::{end_to_end, evaluate, load_cases};
 
 /// Options of `autoglm eval` (the plugins come from the host options beside them).
 #[derive(Args)]
@@ -40,7 +40,11 @@ pub struct EvalArgs {
 }
 
 /// Run `autoglm eval` with `tools` offered (blocking).
-pub fn run(args: &EvalArgs, tools: &[(String, ToolDef)]) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: &EvalArgs,
+    tools: &[(String, ToolDef)],
+    call: autoglm_host::eval::CallTool,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !tools.is_empty(),
         "no tools are loaded: point --plugins at the plugins the cases call"
@@ -53,8 +57,10 @@ pub fn run(args: &EvalArgs, tools: &[(String, ToolDef)]) -> anyhow::Result<ExitC
         ..SamplingParams::greedy(engine.defaults().max_new_tokens.min(256))
     };
     let bar = indicatif::ProgressBar::new(cases.len() as u64);
-    let report = evaluate(&engine, tools, &cases, &params, args.batch, |n| bar.inc(n as u64))?;
+    let mut report =
+        evaluate(&engine, tools, &cases, &params, args.batch, call, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
+    report.end_to_end_p50_ms = Some(end_to_end(&engine, tools, &cases, &params, call)?);
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")

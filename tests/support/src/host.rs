@@ -203,8 +203,8 @@ pub async fn http(
 pub fn demo_model() -> PathBuf {
     let dir = workspace_dir().join("models/autoglm-demo");
     assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} has no model; run `just train-demo`",
+        dir.join("adapter/adapter_model.safetensors").is_file(),
+        "{} has no adapter; run `just train-demo`",
         dir.display()
     );
     dir
