@@ -317,7 +317,8 @@ fn render_built_in(
     out
 }
 
-/// The start of a description: up to its first punctuation, at most six words.
+/// The start of a description: up to its first full stop, colon or parenthesis, at most
+/// twelve words.
 fn first_clause(description: &str) -> String {
     // A sentence's worth: a small model reads the whole phrase ("Count the words,
     // characters and lines of a text"), and what follows a parenthesis or a colon is detail.
