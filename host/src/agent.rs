@@ -206,10 +206,9 @@ impl Agent {
                             TraceStep::Tool { result: Some(result), .. } => {
                                 python_json(result, None)
                             }
-                            TraceStep::Tool { error: Some(e), .. } => python_json(
-                                &json!({"error": {"kind": e.kind.as_str(), "message": e.message}}),
-                                None,
-                            ),
+                            TraceStep::Tool { error: Some(e), .. } => {
+                                python_json(&e.observation(), None)
+                            }
                             _ => String::new(),
                         };
                         messages.push(ChatMessage::tool_call(call.clone()));

@@ -150,6 +150,14 @@ impl CallError {
         self.tool = Some(tool.to_string());
         self
     }
+
+    /// The error as a model reads it in the observation turn after its call:
+    /// `{"error": {"kind": …, "message": …}}`. The agent, the evaluation and the demo
+    /// model's training data all take it from here, so the model is served the shape it
+    /// learned.
+    pub fn observation(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"kind": self.kind.as_str(), "message": self.message}})
+    }
 }
 
 impl fmt::Display for CallError {

@@ -274,9 +274,7 @@ async fn run(
             let runtime = tokio::runtime::Handle::current();
             let call = move |tool: &str, args: &Value| -> Result<Value, Value> {
                 let outcome = runtime.block_on(host.call(tool, args)).outcome;
-                outcome.map_err(|e| {
-                    serde_json::json!({"error": {"kind": e.kind.as_str(), "message": e.message}})
-                })
+                outcome.map_err(|e| e.observation())
             };
             tokio::task::spawn_blocking(move || cli::eval::run(&eval, &tools, &call)).await?
         }

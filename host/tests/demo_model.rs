@@ -6,7 +6,7 @@
 use autoglm_engine::{DeviceChoice, Engine, SamplingParams};
 use autoglm_host::eval::{evaluate, load_cases};
 use autoglm_test_support::host::{AGENT_PLUGINS, demo_model, host, notes_config, plugins_dir};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Cases scored: the split's first, which mix most tools, both languages, the unseen
 /// plugin and requests that need no tool (about 1.5 minutes).
@@ -30,7 +30,7 @@ async fn the_demo_model_keeps_its_recorded_scores_on_a_sample_of_the_heldout_spl
     let report = tokio::task::spawn_blocking(move || {
         let call = |tool: &str, args: &Value| -> Result<Value, Value> {
             let outcome = runtime.block_on(host.call(tool, args)).outcome;
-            outcome.map_err(|e| json!({"error": {"kind": e.kind.as_str(), "message": e.message}}))
+            outcome.map_err(|e| e.observation())
         };
         let params = SamplingParams::greedy(128);
         evaluate(&engine, &tools, &cases, &params, 16, &call, |_| {}).unwrap()

@@ -239,6 +239,33 @@ fn a_glm4_gguf_without_a_template_uses_the_built_in_glm4_prompt_and_glm_stops() 
 }
 
 #[test]
+fn glm4_template_over_a_vocabulary_without_glm4_tokens_is_refused_and_says_how_to_add_them() {
+    let tiny = Tiny::llama(33);
+    let (_gguf_dir, path) = tiny.write_gguf(GgmlDType::Q8_0);
+    let model = tempfile::tempdir().unwrap();
+    let config = |glm4_template: bool| {
+        let settings = json!({"base": path.to_str().unwrap(), "glm4_template": glm4_template});
+        std::fs::write(model.path().join("config.json"), json!({"autoglm": settings}).to_string())
+            .unwrap();
+    };
+    config(true);
+    match load_error(model.path()) {
+        EngineError::Config { path, message } => {
+            assert_eq!(path, model.path().join("config.json"));
+            assert!(
+                message.contains("glm4_template") && message.contains("added_tokens.json"),
+                "{message}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    // The same directory without the setting renders the file's own ChatML.
+    config(false);
+    let prompt = load(model.path()).render(&[ChatMessage::new(Role::User, "hi")], &[]).unwrap();
+    assert!(prompt.starts_with("<|im_start|>"), "{prompt}");
+}
+
+#[test]
 fn where_a_gguf_is_found_and_what_beside_it_overrides() {
     let tiny = Tiny::llama(41);
     // An unknown pre-tokenizer fails the build from metadata: a tokenizer.json beside the
