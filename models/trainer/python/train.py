@@ -34,7 +34,7 @@ def arguments():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="target/train-demo", help="what autoglm-train wrote")
     p.add_argument("--out", default="models/autoglm-demo/adapter", help="the adapter directory")
-    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4, help="peak; warm-up then cosine to a tenth")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank; alpha is twice it")
@@ -132,7 +132,7 @@ def main():
     step, log, spent = 0, [], 0.0
     if os.path.exists(checkpoint):
         state = torch.load(checkpoint, weights_only=False)
-        if state["run"] == run:
+        if state.get("run") == run:
             model.load_state_dict(state["model"], strict=False)
             optimiser.load_state_dict(state["optimiser"])
             step, log, spent = state["step"], state["log"], state["seconds"]

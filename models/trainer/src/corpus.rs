@@ -95,7 +95,7 @@ fn offer(
     } else {
         tools.to_vec()
     };
-    if rng.random_bool(0.4) {
+    if rng.random_bool(0.5) {
         for _ in 0..rng.random_range(1..=3) {
             let (decoy, _) = generator.invented();
             offered.push(invented_def(&decoy));
@@ -184,7 +184,7 @@ pub async fn conversations(
     let bar = indicatif::ProgressBar::new(count as u64);
     for _ in 0..count {
         bar.inc(1);
-        let (request, invented) = if rng.random_bool(0.12) {
+        let (request, invented) = if rng.random_bool(0.18) {
             let (tool, (text, call)) = generator.invented();
             (Request { text, call, chinese: false }, Some(invented_def(&tool)))
         } else {
@@ -208,7 +208,7 @@ pub async fn conversations(
             "{name}\n{}<|observation|>",
             python_json(&Value::Object(arguments.clone()), None)
         );
-        if invented.is_some() || !rng.random_bool(0.25) {
+        if invented.is_some() || !rng.random_bool(0.35) {
             out.push(vec![(prompt, false), (call_text, true)]);
             continue;
         }
@@ -226,14 +226,10 @@ pub async fn conversations(
                     let answer = answer_from_result(&name, &arguments, &result, request.chinese);
                     (python_json(&result, None), answer)
                 }
-                Err(e) => {
-                    let error =
-                        json!({"error": {"kind": e.kind.to_string(), "message": e.message}});
-                    (
-                        python_json(&error, None),
-                        answer_from_error(&name, &e.kind.to_string(), request.chinese),
-                    )
-                }
+                Err(e) => (
+                    python_json(&e.observation(), None),
+                    answer_from_error(&name, e.kind.as_str(), request.chinese),
+                ),
             };
         let history = [
             user,

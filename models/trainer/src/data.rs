@@ -314,10 +314,12 @@ impl Generator {
         if self.heldout() || roll < 30 {
             return lists.choose(&mut self.rng).unwrap().to_string();
         }
+        // Places of two and three words, so that the whole name is copied ("Buenos Aires").
         match roll {
-            30..=64 => self.random_word(),
-            65..=84 => self.made_up_name(),
-            _ => format!("{} {}", self.made_up_name(), self.made_up_name()),
+            30..=54 => self.random_word(),
+            55..=72 => self.made_up_name(),
+            73..=92 => format!("{} {}", self.made_up_name(), self.made_up_name()),
+            _ => format!("{} {} {}", self.made_up_name(), self.random_word(), self.made_up_name()),
         }
     }
 
@@ -389,12 +391,82 @@ impl Generator {
 
     fn template(&mut self, en: &[&str], zh: &[&str], chinese: bool) -> String {
         let split = self.split;
-        if chinese {
+        let pattern = if chinese {
             split_pick(&mut self.rng, split, zh, 2)
         } else {
             split_pick(&mut self.rng, split, en, 2)
+        };
+        match split {
+            Split::Train => self.vary(pattern, chinese),
+            Split::Heldout => pattern.to_string(),
         }
-        .to_string()
+    }
+
+    /// A training pattern as people type it: often with a greeting or a "please" around it,
+    /// sometimes in lower case or with two letters swapped. Only the pattern's own words
+    /// change (before the values go in), so the call it asks for stays the same. This turns
+    /// the few patterns per tool into many sentences, so the model keys on what is asked
+    /// rather than on a memorised sentence.
+    fn vary(&mut self, pattern: &str, chinese: bool) -> String {
+        const OPENINGS: &[&str] = &[
+            "Hey, ",
+            "Hi! ",
+            "Please ",
+            "Quick one: ",
+            "Excuse me, ",
+            "Sorry to bother you, ",
+            "Hello assistant, ",
+            "I have a request. ",
+            "Okay, ",
+            "So, ",
+            "Um, ",
+            "Right, ",
+        ];
+        const CLOSINGS: &[&str] =
+            &[" please", " Thanks!", ", thank you.", " (thanks)", " :)", ", if you can.", " ty"];
+        const OPENINGS_ZH: &[&str] =
+            &["你好，", "请问", "麻烦", "劳驾，", "嗨，", "那个，", "帮个忙，"];
+        const CLOSINGS_ZH: &[&str] = &["，谢谢", "。谢谢！", "，麻烦了", "，多谢", "～"];
+        let mut text = pattern.to_string();
+        if self.rng.random_bool(0.35) && !text.starts_with("Please") {
+            let opening = if chinese { OPENINGS_ZH } else { OPENINGS };
+            let opening = *opening.choose(&mut self.rng).unwrap();
+            // "I" stays upper case; the pattern's first word otherwise follows the opening.
+            if !chinese && !text.starts_with("I ") && !text.starts_with("I'") {
+                text = lower_first(&text);
+            }
+            text = format!("{opening}{text}");
+        }
+        if self.rng.random_bool(0.25) {
+            let closing = if chinese { CLOSINGS_ZH } else { CLOSINGS };
+            let closing = *closing.choose(&mut self.rng).unwrap();
+            let body = text.trim_end_matches(['?', '.', '!', '？', '。']);
+            let mark =
+                if closing.ends_with(['!', '.', ')', '～']) { "" } else { &text[body.len()..] };
+            text = format!("{body}{closing}{mark}");
+        }
+        if !chinese && self.rng.random_bool(0.15) {
+            text = lower_first(&text);
+        }
+        if !chinese && self.rng.random_bool(0.12) {
+            text = self.typo(&text);
+        }
+        text
+    }
+
+    /// `text` with two neighbouring letters of one of its words swapped, never inside a
+    /// `{…}` slot (the values are copied and must stay exact).
+    fn typo(&mut self, text: &str) -> String {
+        let mut words: Vec<String> = text.split(' ').map(str::to_string).collect();
+        let candidates: Vec<usize> = (0..words.len())
+            .filter(|&i| words[i].len() >= 4 && words[i].chars().all(|c| c.is_ascii_alphabetic()))
+            .collect();
+        let Some(&i) = candidates.choose(&mut self.rng) else { return text.to_string() };
+        let mut letters: Vec<char> = words[i].chars().collect();
+        let at = self.rng.random_range(1..letters.len() - 1);
+        letters.swap(at, at + 1);
+        words[i] = letters.into_iter().collect();
+        words.join(" ")
     }
 
     fn weather(&mut self, chinese: bool) -> Drawn {
@@ -412,6 +484,13 @@ impl Generator {
                 "Check the weather in {} please",
                 "How hot is it in {}?",
                 "Current conditions in {}?",
+                "{} weather forecast",
+                "Will it be sunny in {}?",
+                "Should I wear a coat in {} today?",
+                "What are the conditions like in {}?",
+                "Is it cold in {} at the moment?",
+                "Give me the current weather of {}",
+                "forecast for {}",
                 "Could you look up the forecast for {}?",
                 "I'm heading to {} - what's it like outside there?",
             ],
@@ -422,6 +501,10 @@ impl Generator {
                 "{}现在多少度？",
                 "{}下雨了吗？",
                 "帮我看看{}的天气",
+                "{}冷不冷？",
+                "{}需要带伞吗？",
+                "{}的气温是多少？",
+                "告诉我{}的天气情况",
                 "请问{}那边天气好吗？",
                 "我要去{}，那里天气怎样？",
             ],
@@ -444,6 +527,12 @@ impl Generator {
                 "Solve {}",
                 "What do you get for {}?",
                 "Quick math: {}",
+                "Work out {}",
+                "what's {}",
+                "Tell me the result of {}",
+                "Can you do the math on {}?",
+                "Crunch {} for me",
+                "I need {} calculated",
                 "Please figure out {} for me.",
                 "I need the value of {}",
             ],
@@ -454,6 +543,9 @@ impl Generator {
                 "请计算 {} 的结果",
                 "{} 是多少",
                 "算算 {}",
+                "{} 算出来是多少？",
+                "求 {}",
+                "帮忙计算一下：{}",
                 "麻烦求一下 {} 的值",
                 "{} 得多少？",
             ],
@@ -502,6 +594,10 @@ impl Generator {
                 "{v} {f} to {t}?",
                 "I have {v} {f}, how much is that in {t}?",
                 "Change {v} {f} to {t}",
+                "Express {v} {f} in {t}",
+                "{v} {f} equals how many {t}?",
+                "Could you change {v} {f} into {t}?",
+                "Give me {v} {f} in {t}",
                 "Turn {v} {f} into {t} for me",
                 "What's {v} {f} expressed in {t}?",
             ],
@@ -510,6 +606,8 @@ impl Generator {
                 "{v} {f} 等于多少 {t}？",
                 "{v} {f} 是多少 {t}",
                 "请把 {v} {f} 转换为 {t}",
+                "{v} {f} 合多少 {t}？",
+                "{v} {f} 折算成 {t} 是多少",
                 "{v} {f} 换成 {t}",
                 "帮我换算 {v} {f} 到 {t}",
             ],
@@ -535,6 +633,11 @@ impl Generator {
                 "Note {n}: {t}",
                 "Remember this as {n}: {t}",
                 "Store {t} in the note {n}",
+                "Jot down {t} under the name {n}",
+                "Add a note {n}: {t}",
+                "Keep a note named {n} that reads {t}",
+                "New note {n} with {t}",
+                "Record {t} as note {n}",
                 "Put {t} into a note called {n}",
                 "Make a note titled {n} that says {t}",
             ],
@@ -542,6 +645,8 @@ impl Generator {
                 "保存笔记 {n}：{t}",
                 "新建一个叫 {n} 的笔记，内容是 {t}",
                 "记下来，笔记名 {n}，内容 {t}",
+                "记一条笔记叫 {n}：{t}",
+                "帮我记下 {t}，名字叫 {n}",
                 "把 {t} 存到笔记 {n} 里",
                 "写一条笔记 {n}，写上 {t}",
                 "创建笔记 {n}，内容为 {t}",
@@ -563,6 +668,12 @@ impl Generator {
                     "Open the note {}",
                     "Read the {} note",
                     "Display note {}",
+                    "Look at my note {}",
+                    "Fetch the note {}",
+                    "What's in note {}?",
+                    "Let me see the note {}",
+                    "Read back the note named {}",
+                    "Show note {} to me",
                     "What did I write in the note {}?",
                     "Pull up my {} note",
                 ],
@@ -571,6 +682,9 @@ impl Generator {
                     "打开笔记 {}",
                     "笔记 {} 里写了什么？",
                     "给我看看笔记 {}",
+                    "查看笔记 {}",
+                    "笔记 {} 写的是什么？",
+                    "念一下笔记 {}",
                     "显示笔记 {} 的内容",
                     "我在笔记 {} 里记了什么？",
                 ],
@@ -585,6 +699,10 @@ impl Generator {
                     "Get rid of the {} note",
                     "Delete note {} please",
                     "Throw away the note {}",
+                    "Trash note {}",
+                    "Drop the note {}",
+                    "Please delete {} from my notes",
+                    "Clear out the note {}",
                     "I no longer need the note {}, delete it",
                     "Wipe the note named {}",
                 ],
@@ -593,6 +711,8 @@ impl Generator {
                     "把笔记 {} 删掉",
                     "移除笔记 {}",
                     "删掉 {} 这条笔记",
+                    "把 {} 这条笔记删除",
+                    "笔记 {} 不要了",
                     "不需要笔记 {} 了，删了吧",
                     "请清除笔记 {}",
                 ],
@@ -610,6 +730,17 @@ impl Generator {
                 "Show all my notes",
                 "Which notes are saved?",
                 "list notes",
+                "Do I have any notes?",
+                "Which notes exist?",
+                "What did I jot down?",
+                "Enumerate my notes",
+                "Anything in my notes?",
+                "Show my saved notes",
+                "What notes are there?",
+                "List everything I've noted",
+                "How many notes have I got?",
+                "my notes",
+                "What have I saved?",
                 "Show me every note I saved",
                 "What have I written down so far?",
                 "Give me an overview of my notes",
@@ -619,6 +750,10 @@ impl Generator {
                 "我有哪些笔记？",
                 "显示所有笔记",
                 "看看保存了哪些笔记",
+                "我保存过什么笔记？",
+                "笔记都有哪些？",
+                "看看我的笔记列表",
+                "有没有笔记？",
                 "我都记了些什么笔记？",
                 "把笔记列表给我",
             ],
@@ -637,6 +772,11 @@ impl Generator {
                     "Word count of {}",
                     "How many words does this have: {}",
                     "Count words: {}",
+                    "Count how many words \"{}\" has",
+                    "number of words: {}",
+                    "How many words is {}?",
+                    "Words in this sentence: {}",
+                    "What's the word count of \"{}\"?",
                     "Tell me the number of words in {}",
                     "How long is this text in words: {}",
                     "Give me a word count for \"{}\"",
@@ -646,6 +786,8 @@ impl Generator {
                     "这段话有多少个词：{}",
                     "数一下 {} 有几个词",
                     "帮我统计 \"{}\" 的词数",
+                    "数数 {} 的词数",
+                    "\"{}\" 里有几个单词？",
                     "{} 一共几个词？",
                     "计算这段文字的词数：{}",
                 ],
@@ -657,6 +799,11 @@ impl Generator {
                     "Turn \"{}\" into a slug",
                     "Create a slug for {}",
                     "What is the slug of {}?",
+                    "Make {} URL-friendly",
+                    "Slug for {} please",
+                    "What would the slug for \"{}\" be?",
+                    "Turn {} into a URL path segment",
+                    "slug: {}",
                     "Generate a URL slug for \"{}\"",
                     "I need a slug for the title {}",
                     "Convert {} to a slug",
@@ -666,6 +813,8 @@ impl Generator {
                     "生成 {} 的 slug",
                     "给 \"{}\" 做一个网址别名",
                     "请把 {} 变成 slug",
+                    "把 {} 做成网址路径",
+                    "给 {} 生成一个 slug",
                     "{} 的 slug 是什么？",
                     "为标题 {} 生成 slug",
                 ],
@@ -677,6 +826,11 @@ impl Generator {
                     "What is {} in base64?",
                     "Convert \"{}\" to base64",
                     "base64 of {}",
+                    "Put {} into base64",
+                    "How is {} written in base64?",
+                    "Encode this text as base64: {}",
+                    "base64 please: {}",
+                    "Wrap {} in base64",
                     "Give me the base64 encoding of {}",
                     "Please base64-encode \"{}\"",
                     "Turn {} into base64",
@@ -686,6 +840,8 @@ impl Generator {
                     "{} 的 base64 是什么？",
                     "base64 编码：{}",
                     "请对 \"{}\" 做 base64 编码",
+                    "{} 用 base64 编码是什么？",
+                    "编码成 base64：{}",
                     "把这段转成 base64：{}",
                     "帮我 base64 编码 {}",
                 ],
@@ -697,6 +853,11 @@ impl Generator {
                     "sha256 of \"{}\"",
                     "Compute the SHA-256 hash of {}",
                     "Give me the sha256 for {}",
+                    "Digest {} with SHA-256",
+                    "What's the sha256 hash for \"{}\"?",
+                    "SHA-256 please: {}",
+                    "Get the SHA256 checksum of {}",
+                    "Hash this: {}",
                     "Calculate sha256: {}",
                     "I need the SHA-256 digest of \"{}\"",
                     "Fingerprint {} with SHA-256",
@@ -706,6 +867,8 @@ impl Generator {
                     "{} 的 sha256 哈希是多少？",
                     "帮我算 \"{}\" 的 sha256",
                     "对 {} 做 SHA-256",
+                    "{} 的哈希值（sha256）",
+                    "用 SHA-256 给 {} 算个哈希",
                     "求 {} 的 SHA-256 摘要",
                     "请给出 \"{}\" 的 sha256 值",
                 ],
@@ -725,6 +888,17 @@ impl Generator {
                 "base64 decode {}",
                 "Decode {} from base64",
                 "What text is {}?",
+                "Convert {} from base64 to text",
+                "What's the plain text behind {}?",
+                "Turn this base64 back into text: {}",
+                "Read this base64 for me: {}",
+                "I got {} - what does it say?",
+                "Undo the base64 on {}",
+                "base64 to text: {}",
+                "What is {} when decoded?",
+                "Reverse the base64 encoding of {}",
+                "Can you decode {}?",
+                "What message is hidden in the base64 {}?",
                 "Please decode the base64 string {}",
                 "Unpack this base64 for me: {}",
                 "Translate {} out of base64",
@@ -734,6 +908,10 @@ impl Generator {
                 "{} 解码后是什么？",
                 "把 {} 从 base64 解码",
                 "base64 解码 {}",
+                "把这个 base64 变回文字：{}",
+                "这串 base64 写的是什么：{}",
+                "还原 base64：{}",
+                "{} 是 base64，原文是什么？",
                 "请解码这个 base64 字符串：{}",
                 "帮我把 {} 还原成文本",
             ],
@@ -779,6 +957,212 @@ impl Generator {
     /// A tool no plugin has, with a request for it: training offers a few of these among the
     /// real tools so that the model learns to read the tools block, not to remember a list.
     pub fn invented(&mut self) -> (Invented, Drawn) {
+        if self.rng.random_bool(0.6) { self.paraphrased() } else { self.named_after_request() }
+    }
+
+    /// An invented tool whose name and description share few words with the requests for
+    /// it (`define(word): Explain what a word means` for "What does 'ossify' mean?"), often a
+    /// single word for a name: the model must read what a tool does, not match its name.
+    /// None of them fetches a web page: that is the held-out plugin's skill.
+    fn paraphrased(&mut self) -> (Invented, Drawn) {
+        // name, its argument, description, the kind of value, requests ({} is the value).
+        type Family =
+            (&'static str, &'static str, &'static str, ValueKind, &'static [&'static str]);
+        use ValueKind::*;
+        const FAMILIES: &[Family] = &[
+            (
+                "define",
+                "word",
+                "Explain what a word means",
+                Word,
+                &[
+                    "What does the word {} mean?",
+                    "Meaning of {}?",
+                    "I keep hearing \"{}\" - what is that?",
+                ],
+            ),
+            (
+                "translate",
+                "text",
+                "Render text in French",
+                Words,
+                &[
+                    "How do you say {} in French?",
+                    "{} - in French please",
+                    "What's the French for {}?",
+                ],
+            ),
+            (
+                "quote",
+                "symbol",
+                "Latest share price for a ticker symbol",
+                Code,
+                &["How is {} stock doing?", "What's {} trading at?", "Share price of {}?"],
+            ),
+            (
+                "ping",
+                "host",
+                "Check whether a server answers on the network",
+                Domain,
+                &["Is {} up?", "Can you reach {}?", "Is the server {} responding?"],
+            ),
+            (
+                "shorten",
+                "url",
+                "Make a short link for a long address",
+                Url,
+                &[
+                    "Give me a short link for {}",
+                    "Shrink this link: {}",
+                    "{} is too long, make it shorter",
+                ],
+            ),
+            (
+                "whois",
+                "domain",
+                "Registration details of an internet domain",
+                Domain,
+                &["Who owns {}?", "Who registered {}?", "When does {} expire?"],
+            ),
+            (
+                "clock",
+                "city",
+                "Local time somewhere in the world",
+                City,
+                &["What time is it in {}?", "Is it night in {} now?", "Current time in {}"],
+            ),
+            (
+                "spell",
+                "word",
+                "Check that a word is written correctly",
+                Word,
+                &["Is {} spelled right?", "Did I spell {} correctly?", "Spelling check: {}"],
+            ),
+            (
+                "backwards",
+                "text",
+                "Reverse the characters of a text",
+                Words,
+                &[
+                    "Write {} backwards",
+                    "Mirror the letters of {}",
+                    "What is {} read from the end?",
+                ],
+            ),
+            (
+                "shout",
+                "text",
+                "Put every letter of a text in capitals",
+                Words,
+                &["Make {} all caps", "Capitalise everything in {}", "{} in upper case please"],
+            ),
+            (
+                "rhymes",
+                "word",
+                "Find words that sound alike at the end",
+                Word,
+                &["What rhymes with {}?", "Give me a rhyme for {}", "Words that rhyme with {}?"],
+            ),
+            (
+                "play",
+                "query",
+                "Start music from the streaming library",
+                Name,
+                &["Put on some {}", "I want to listen to {}", "Can I hear {}?"],
+            ),
+            (
+                "remind",
+                "message",
+                "Set an alert for later",
+                Words,
+                &["Remind me to {}", "Don't let me forget to {}", "Set a reminder: {}"],
+            ),
+            (
+                "locate",
+                "code",
+                "Where a shipment is right now",
+                Code,
+                &[
+                    "Where is my package {}?",
+                    "Has parcel {} arrived yet?",
+                    "Status of my delivery {}",
+                ],
+            ),
+            (
+                "qr",
+                "text",
+                "Draw a scannable square code for some text",
+                Words,
+                &["Make a QR code of {}", "I need a QR for {}", "Turn {} into a QR image"],
+            ),
+            (
+                "coords",
+                "place",
+                "Latitude and longitude of a place",
+                City,
+                &["Where on the map is {}?", "GPS position of {}", "Latitude of {}?"],
+            ),
+            (
+                "lyrics",
+                "song",
+                "The words of a song",
+                Name,
+                &["What are the words to {}?", "How does the song {} go?", "Sing {} for me"],
+            ),
+            (
+                "synonyms",
+                "word",
+                "Other words with the same meaning",
+                Word,
+                &[
+                    "Another word for {}?",
+                    "What can I say instead of {}?",
+                    "Give me alternatives to {}",
+                ],
+            ),
+            (
+                "population",
+                "city",
+                "How many people live in a city",
+                City,
+                &["How many people live in {}?", "How big is {}?", "Inhabitants of {}?"],
+            ),
+            (
+                "book",
+                "title",
+                "Reserve a table at a restaurant",
+                Name,
+                &["Get me a table at {}", "I'd like to eat at {} tonight", "Reserve {} for two"],
+            ),
+        ];
+        let (name, param, description, kind, requests) = *FAMILIES.choose(&mut self.rng).unwrap();
+        let value = match kind {
+            Word => self.random_word().to_lowercase(),
+            Words => self.words(3),
+            Name => self.made_up_name(),
+            Code => self.random_word().to_uppercase(),
+            Domain => format!(
+                "{}.{}",
+                self.random_word().to_lowercase(),
+                ["com", "org", "net", "io"].choose(&mut self.rng).unwrap()
+            ),
+            Url => format!(
+                "https://{}.com/{}/{}",
+                self.random_word().to_lowercase(),
+                self.random_word().to_lowercase(),
+                self.rng.random_range(100..100000)
+            ),
+            City => self.city(false),
+        };
+        let tool =
+            Invented { name: name.into(), description: description.into(), param: param.into() };
+        let request = requests.choose(&mut self.rng).unwrap().replace("{}", &value);
+        (tool, (request, call(name, json!({ param: value }))))
+    }
+
+    /// An invented tool named after the words of its request (`track_parcel` for "track the
+    /// parcel"), with a request for it.
+    fn named_after_request(&mut self) -> (Invented, Drawn) {
         const VERBS: &[&str] = &[
             "find",
             "track",
@@ -862,6 +1246,12 @@ impl Generator {
                 "What tools do you have?",
                 "Can you help me?",
                 "Good evening, assistant",
+                "Nice to meet you",
+                "Good night",
+                "What's your name?",
+                "Are you a robot?",
+                "ok thanks",
+                "That's all for now",
                 "What are you able to help me with?",
                 "Cheers, that was helpful",
             ],
@@ -875,12 +1265,27 @@ impl Generator {
                 "介绍一下你自己",
                 "你好吗？",
                 "晚上好呀",
+                "很高兴认识你",
+                "晚安",
+                "你叫什么名字？",
                 "你都能帮我做些什么？",
                 "太感谢了",
             ],
             chinese,
         )
     }
+}
+
+/// What an invented tool's argument looks like.
+#[derive(Clone, Copy)]
+enum ValueKind {
+    Word,
+    Words,
+    Name,
+    Code,
+    Domain,
+    Url,
+    City,
 }
 
 /// An invented tool: `name(param)`, what it does.
@@ -923,6 +1328,11 @@ pub const GENERAL: &[&str] = &[
 
 fn call(name: &str, args: Value) -> Option<Call> {
     Some((name.to_string(), args.as_object().cloned().unwrap_or_default()))
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
 }
 
 fn capitalise(s: &str) -> String {
@@ -991,12 +1401,18 @@ pub fn answer_from_result(
         }
         ("word_count", false) => format!("It has {} words.", field("words")),
         ("word_count", true) => format!("一共有 {} 个词。", field("words")),
-        ("slugify", false) => format!("The slug is {}.", plain(result)),
-        ("slugify", true) => format!("slug 是 {}。", plain(result)),
-        ("sha256", false) => format!("The SHA-256 is {}.", plain(result)),
-        ("sha256", true) => format!("SHA-256 是 {}。", plain(result)),
-        (_, false) => format!("The result is {}.", plain(result)),
-        (_, true) => format!("结果是 {}。", plain(result)),
+        // Opaque strings come last, after a colon, with no full stop glued to them: the
+        // model copies them whole rather than ending them on a "." it expects.
+        ("slugify", false) => format!("The slug is: {}", plain(result)),
+        ("slugify", true) => format!("slug 是：{}", plain(result)),
+        ("sha256", false) => format!("The SHA-256 is: {}", plain(result)),
+        ("sha256", true) => format!("SHA-256 是：{}", plain(result)),
+        ("base64_encode", false) => format!("In base64 that is: {}", plain(result)),
+        ("base64_encode", true) => format!("base64 编码是：{}", plain(result)),
+        ("base64_decode", false) => format!("It decodes to: {}", plain(result)),
+        ("base64_decode", true) => format!("解码结果是：{}", plain(result)),
+        (_, false) => format!("The result is: {}", plain(result)),
+        (_, true) => format!("结果是：{}", plain(result)),
     }
 }
 
