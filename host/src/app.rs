@@ -11,6 +11,7 @@ use autoglm_engine::scheduler::SchedulerStats;
 
 use crate::agent::Agent;
 use crate::config::{Config, ModelSettings};
+use crate::distribution;
 use crate::invoke::{Allowlist, Invoker};
 use crate::metered::Metered;
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// The plugins directory (default: the config's, else target/plugins).
     pub plugins: Option<PathBuf>,
+    /// Pull plugin sources at the lockfile's digests only.
+    pub locked: bool,
 }
 
 /// The config file with the command line laid over it.
@@ -33,6 +36,10 @@ pub struct Settings {
     pub config: Config,
     /// The plugins directory to load.
     pub plugins_dir: PathBuf,
+    /// The lockfile of plugin sources: autoglm.lock beside the config file.
+    pub lock_path: PathBuf,
+    /// Pull plugin sources at the lockfile's digests only.
+    pub locked: bool,
 }
 
 impl Settings {
@@ -40,12 +47,26 @@ impl Settings {
     pub fn resolve(overrides: &Overrides) -> anyhow::Result<Self> {
         let config = Config::load_default_or(overrides.config.as_deref())?;
         let plugins_dir = config.plugins_dir_or(overrides.plugins.as_deref());
-        Ok(Self { config, plugins_dir })
+        let config_dir = (overrides.config.as_deref())
+            .and_then(Path::parent)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(Self {
+            config,
+            plugins_dir,
+            lock_path: config_dir.join(distribution::LOCK_FILE),
+            locked: overrides.locked,
+        })
     }
 
     /// Settings for `config` serving the plugins in `plugins_dir`.
     pub fn new(config: Config, plugins_dir: &Path) -> Self {
-        Self { config, plugins_dir: plugins_dir.to_path_buf() }
+        Self {
+            config,
+            plugins_dir: plugins_dir.to_path_buf(),
+            lock_path: PathBuf::from(distribution::LOCK_FILE),
+            locked: false,
+        }
     }
 }
 
@@ -119,14 +140,15 @@ impl Host {
         Ok((Self::over(plugins, None), errors))
     }
 
-    /// Start serving at once, compiling plugins in the background and watching the
-    /// directory for changes, for `serve` and `mcp`.
+    /// Start serving at once, pulling the configured plugin sources and compiling plugins
+    /// in the background and watching the directory for changes, for `serve` and `mcp`.
     pub fn start(settings: &Settings) -> anyhow::Result<Self> {
         let runtime = runtime(&settings.config)?;
         let plugins = LiveRegistry::open_in_background(
             runtime,
             settings.config.clone(),
             settings.plugins_dir.clone(),
+            pull_sources(settings.clone()),
         )?;
         let watch = plugins.watch()?;
         Ok(Self::over(plugins, Some(watch)))
@@ -180,6 +202,57 @@ fn forget_prefixes_on_change(invoker: &Invoker, prefix: Arc<autoglm_engine::Pref
             prefix.clear();
         }
     });
+}
+
+/// Pull every `[[plugins.sources]]` entry into the plugins directory (one at a time, each
+/// logged), recording digests in the lockfile. A source that fails is logged and skipped:
+/// what the directory already holds keeps serving.
+async fn pull_sources(settings: Settings) {
+    let plugins = &settings.config.plugins;
+    if plugins.sources.is_empty() {
+        return;
+    }
+    let mut lock = match distribution::Lock::load(&settings.lock_path) {
+        Ok(lock) => lock,
+        Err(error) => {
+            tracing::error!(%error, "plugin sources not pulled");
+            return;
+        }
+    };
+    let credentials = distribution::Credentials::default();
+    for source in &plugins.sources {
+        let name = (source.name.as_deref())
+            .unwrap_or_else(|| crate::config::source_stem(&source.reference));
+        let keys = match crate::signing::TrustedKey::load_all(&plugins.keys_for(name)) {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::error!(source = %source.reference, %error, "plugin source not pulled");
+                continue;
+            }
+        };
+        let request = distribution::PullRequest {
+            source,
+            dir: &settings.plugins_dir,
+            keys: &keys,
+            require_signature: plugins.require_signatures,
+            locked: settings.locked,
+            credentials: &credentials,
+        };
+        match distribution::pull(&request, &mut lock).await {
+            Ok(pulled) => tracing::info!(
+                source = %source.reference,
+                digest = %pulled.digest,
+                downloaded = pulled.downloaded,
+                "plugin source ready"
+            ),
+            Err(error) => {
+                tracing::error!(source = %source.reference, %error, "plugin source not pulled")
+            }
+        }
+    }
+    if let Err(error) = lock.save() {
+        tracing::error!(%error, "cannot write the lockfile");
+    }
 }
 
 /// The wasmtime runtime `config` describes, caching compiled components where it says.

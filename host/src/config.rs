@@ -27,9 +27,9 @@ pub struct Config {
     /// Limits applied to every plugin unless its own section overrides them.
     #[serde(default)]
     pub limits: LimitOverrides,
-    /// Grants and limits per plugin, keyed by plugin name.
+    /// `[plugins]`: signature policy, registry sources, and grants per plugin.
     #[serde(default)]
-    pub plugins: BTreeMap<String, PluginGrants>,
+    pub plugins: PluginsSection,
     /// Settings of `autoglm serve`.
     #[serde(default)]
     pub server: ServerSettings,
@@ -209,6 +209,66 @@ impl Default for WasmSettings {
     fn default() -> Self {
         Self { pooling: true, pool_instances: 1000 }
     }
+}
+
+/// The `[plugins]` section. Its own keys are `require_signatures`, `trusted_keys` and
+/// `sources`; every other key is a plugin's name with its grants (`[plugins.notes]`), so no
+/// plugin can be called `sources`, `trusted_keys` or `require_signatures`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PluginsSection {
+    /// Refuse components without a signature by a trusted key: a registry's, or a
+    /// `FILE.sig` beside a file in the directory.
+    #[serde(default)]
+    pub require_signatures: bool,
+    /// Public keys (SPKI PEM files, relative to the config file) whose signatures are
+    /// trusted for every plugin.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Components pulled from OCI registries into the plugins directory (`[[plugins.sources]]`).
+    #[serde(default)]
+    pub sources: Vec<PluginSource>,
+    /// Grants and limits per plugin, keyed by plugin name.
+    #[serde(flatten)]
+    pub grants: BTreeMap<String, PluginGrants>,
+}
+
+/// A component in an OCI registry that `serve` (and `autoglm plugin pull`) installs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSource {
+    /// `oci://HOST/REPOSITORY:TAG` or `oci://HOST/REPOSITORY@sha256:DIGEST`.
+    pub reference: String,
+    /// The plugin's name (default: the repository's last component).
+    pub name: Option<String>,
+    /// The manifest digest it must resolve to (`sha256:...`).
+    pub digest: Option<String>,
+    /// Public keys trusted for this source besides `[plugins] trusted_keys`; when any key
+    /// applies, its signature is checked.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// Allow plain HTTP to a registry that is not on this machine.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl PluginsSection {
+    /// The keys trusted for plugin `name`: `trusted_keys` and those of its sources.
+    pub fn keys_for(&self, name: &str) -> Vec<PathBuf> {
+        let sources = (self.sources.iter())
+            .filter(|s| s.name.as_deref().unwrap_or_else(|| source_stem(&s.reference)) == name);
+        self.trusted_keys
+            .iter()
+            .cloned()
+            .chain(sources.flat_map(|s| s.keys.iter().cloned()))
+            .collect()
+    }
+}
+
+/// The last path component of a reference's repository (`oci://h/a/echo:v1` -> `echo`).
+pub fn source_stem(reference: &str) -> &str {
+    let path = reference.split(['@']).next().unwrap_or_default();
+    let last = path.rsplit('/').next().unwrap_or_default();
+    last.split(':').next().unwrap_or_default()
 }
 
 /// What the operator grants one plugin. Deny by default: an empty section grants nothing.
@@ -481,17 +541,28 @@ impl Config {
         };
         self.plugins_dir.as_mut().map(rebase);
         self.cache_dir.as_mut().map(rebase);
-        for grants in self.plugins.values_mut() {
+        for grants in self.plugins.grants.values_mut() {
             for dir in &mut grants.dirs {
                 rebase(&mut dir.host);
             }
+        }
+        self.plugins.trusted_keys.iter_mut().for_each(rebase);
+        for source in &mut self.plugins.sources {
+            source.keys.iter_mut().for_each(rebase);
         }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         self.limits.check("[limits]")?;
         self.server.check()?;
-        for (plugin, grants) in &self.plugins {
+        for source in &self.plugins.sources {
+            anyhow::ensure!(
+                source.reference.starts_with("oci://"),
+                "[[plugins.sources]] reference `{}` must start with oci://",
+                source.reference
+            );
+        }
+        for (plugin, grants) in &self.plugins.grants {
             grants.limits.check(&format!("[plugins.{plugin}.limits]"))?;
             for dir in &grants.dirs {
                 anyhow::ensure!(
@@ -517,7 +588,7 @@ impl Config {
 
     /// The grants of `plugin` (empty, deny-all, when it has no section).
     pub fn grants(&self, plugin: &str) -> PluginGrants {
-        self.plugins.get(plugin).cloned().unwrap_or_default()
+        self.plugins.grants.get(plugin).cloned().unwrap_or_default()
     }
 }
 
@@ -578,6 +649,6 @@ mod tests {
         let config = Config::load(&path).unwrap();
         assert_eq!(config.model.batching.max_batch, 8);
         assert_eq!(config.model.max_steps, 5);
-        assert!(config.plugins.contains_key("notes"));
+        assert!(config.plugins.grants.contains_key("notes"));
     }
 }

@@ -38,6 +38,8 @@ pub enum ErrorKind {
     Overloaded,
     /// The component does not implement a compatible `autoglm:plugin` version.
     IncompatiblePlugin,
+    /// The component is not signed by a key the operator trusts (`require_signatures`).
+    UntrustedPlugin,
     /// The plugin is still being compiled.
     Loading,
     /// The request is malformed (e.g. its body is not JSON).
@@ -79,6 +81,7 @@ impl ErrorKind {
             Self::PermissionDenied => "permission_denied",
             Self::Overloaded => "overloaded",
             Self::IncompatiblePlugin => "incompatible_plugin",
+            Self::UntrustedPlugin => "untrusted_plugin",
             Self::Loading => "loading",
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
@@ -113,6 +116,7 @@ impl ErrorKind {
             | Self::ResourceLimit
             | Self::Trap
             | Self::IncompatiblePlugin
+            | Self::UntrustedPlugin
             | Self::EngineError => 500,
             Self::UpstreamError => 502,
         }

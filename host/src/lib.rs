@@ -2,8 +2,9 @@
 //! every call in a fresh, limited sandbox under the operator's policy.
 //!
 //! Modules import only the layers below their own (checked by `tests/layers.rs`):
-//! [`server`] -> [`app`] -> [`agent`] -> [`invoke`] and [`model`] -> [`router`] ->
-//! [`registry`] -> [`runtime`] (the sandbox) -> [`policy`] -> [`config`] -> [`error`]. The
+//! [`server`] -> [`app`] -> [`agent`] -> [`invoke`] and [`model`] -> [`router`] and
+//! [`distribution`] -> [`registry`] -> [`runtime`] (the sandbox) -> [`policy`] and
+//! [`signing`] -> [`config`] -> [`error`]. The
 //! language model is the `autoglm-engine` crate, a dependency below all of them.
 
 #![deny(missing_docs)]
@@ -13,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod contract;
 pub mod describe;
+pub mod distribution;
 pub mod error;
 pub mod eval;
 pub mod invoke;
@@ -25,5 +27,6 @@ pub mod router;
 pub mod runtime;
 pub mod scaffold;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod trace;

@@ -114,10 +114,56 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Show a component's contract version, tools and the WASI interfaces it imports.
+    /// Show a component's contract version, tools, the WASI interfaces it imports, and
+    /// where it was pulled from and who signed it.
     Inspect {
         /// The component file.
         file: PathBuf,
+        /// Public keys (PEM) to check its signature with.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+    },
+    /// Publish a component to an OCI registry (prints its manifest digest).
+    Push {
+        /// The component file.
+        file: PathBuf,
+        /// Where to: oci://HOST/REPOSITORY:TAG.
+        reference: String,
+        #[command(flatten)]
+        registry: cli::plugin::RegistryArgs,
+    },
+    /// Install a component from an OCI registry into the plugins directory (hot reload
+    /// picks it up), its digest checked and recorded in autoglm.lock beside the config.
+    Pull {
+        /// oci://HOST/REPOSITORY:TAG or oci://HOST/REPOSITORY@sha256:DIGEST.
+        reference: String,
+        /// The plugin name (default: the repository's last component).
+        #[arg(long)]
+        name: Option<String>,
+        /// Public keys (PEM) trusted to sign it, besides the config's; with any key, the
+        /// signature is checked.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        #[command(flatten)]
+        registry: cli::plugin::RegistryArgs,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Sign a pushed component (oci://..., over its manifest digest, in cosign's format) or
+    /// a local file (written as FILE.sig).
+    Sign {
+        /// oci://HOST/REPOSITORY:TAG|@sha256:DIGEST, or a file.
+        target: String,
+        /// The private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        registry: cli::plugin::RegistryArgs,
+    },
+    /// Make an ECDSA P-256 key pair for signing: PREFIX.key (private) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        prefix: PathBuf,
     },
 }
 
@@ -181,11 +227,19 @@ struct HostArgs {
     /// Config file (default: ./autoglm.toml when present).
     #[arg(long, env = "AUTOGLM_CONFIG")]
     config: Option<PathBuf>,
+    /// Pull plugin sources at the digests autoglm.lock records; refuse to resolve tags
+    /// again (a tag that moved is an error).
+    #[arg(long)]
+    locked: bool,
 }
 
 impl HostArgs {
     fn overrides(&self) -> Overrides {
-        Overrides { config: self.config.clone(), plugins: self.plugins.clone() }
+        Overrides {
+            config: self.config.clone(),
+            plugins: self.plugins.clone(),
+            locked: self.locked,
+        }
     }
 }
 
@@ -198,7 +252,8 @@ impl Command {
             | Command::Serve { host, .. }
             | Command::Chat { host, .. }
             | Command::Mcp { host }
-            | Command::Eval { host, .. } => Some(host),
+            | Command::Eval { host, .. }
+            | Command::Plugin { command: PluginCommand::Pull { host, .. } } => Some(host),
             Command::Plugin { .. } | Command::New { .. } | Command::Generate(_) => None,
         }
     }
@@ -300,7 +355,26 @@ async fn run(
                 }
             }
         }
-        Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file).await,
+        Command::Plugin { command } => match command {
+            PluginCommand::Inspect { file, key } => inspect(&file, &key).await,
+            PluginCommand::Push { file, reference, registry } => {
+                cli::plugin::push(&file, &reference, &registry).await
+            }
+            PluginCommand::Pull { reference, name, key, registry, host } => {
+                let pull = cli::plugin::Pull {
+                    reference,
+                    name,
+                    keys: key,
+                    locked: host.locked,
+                    registry: &registry,
+                };
+                cli::plugin::pull(&settings()?, pull).await
+            }
+            PluginCommand::Sign { target, key, registry } => {
+                cli::plugin::sign(&target, &key, &registry).await
+            }
+            PluginCommand::Keygen { prefix } => cli::plugin::keygen(&prefix),
+        },
         Command::Chat { question, model, .. } => {
             let settings = settings()?;
             let (host, errors) = Host::open(&settings).await?;
@@ -385,10 +459,12 @@ fn list_tools(router: &Router, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
+async fn inspect(file: &Path, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let config = Config::default();
     let runtime = autoglm_host::app::runtime(&config)?;
     let plugin = load_plugin(&runtime, &config, file).await?;
+    let bytes = std::fs::read(file)?;
+    let provenance = cli::plugin::provenance(file, &bytes, keys)?;
     let tools: Vec<Value> = (plugin.tools.iter())
         .map(|t| {
             json!({
@@ -407,6 +483,7 @@ async fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
         "bytes": plugin.size,
         "world": plugin.contract,
         "imports": plugin.imports,
+        "provenance": provenance,
         "tools": tools,
     });
     print_out(&serde_json::to_string_pretty(&summary)?)?;

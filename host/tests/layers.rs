@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 const HOST_LAYERS: &[(&str, &[&str])] = &[
     ("error", &["error"]),
     ("results and contract", &["metered", "trace", "config", "contract"]),
-    ("policy, metrics and logging", &["policy", "metrics", "telemetry"]),
+    ("policy, signatures, metrics and logging", &["policy", "signing", "metrics", "telemetry"]),
     ("sandbox", &["runtime"]),
     ("registry", &["registry"]),
-    ("router", &["router"]),
+    ("router and distribution", &["router", "distribution"]),
     ("invoke, model and descriptions", &["invoke", "model", "describe", "eval"]),
     ("agent", &["agent"]),
     ("app", &["app", "scaffold"]),

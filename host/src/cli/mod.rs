@@ -1,8 +1,10 @@
-//! Commands of the `autoglm` binary that drive the language-model engine.
+//! Commands of the `autoglm` binary: those that drive the language-model engine, and
+//! plugin distribution.
 
 pub mod chat;
 pub mod eval;
 pub mod generate;
+pub mod plugin;
 
 /// A progress bar for loading a checkpoint, one tick per layer.
 pub fn load_bar(model: &std::path::Path) -> indicatif::ProgressBar {

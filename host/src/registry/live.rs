@@ -81,12 +81,14 @@ impl LiveRegistry {
     }
 
     /// Start with no plugins and load the directory's components in the background,
-    /// each one serving as soon as it is compiled. Until then [`LiveRegistry::is_loading`]
-    /// says so, and [`LiveRegistry::is_ready`] is false.
+    /// each one serving as soon as it is compiled, once `first` (which may add components,
+    /// such as pulls from a registry) is done. Until then [`LiveRegistry::is_loading`] says
+    /// so, and [`LiveRegistry::is_ready`] is false.
     pub fn open_in_background(
         runtime: Runtime,
         config: Config,
         dir: PathBuf,
+        first: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Arc<Self>> {
         let files = component_files(&dir)?;
         let live = Self::with(runtime, config, dir, Registry::default());
@@ -94,6 +96,9 @@ impl LiveRegistry {
         *live.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
         let loader = live.clone();
         tokio::spawn(async move {
+            first.await;
+            let files = component_files(&loader.dir).unwrap_or(files);
+            *loader.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
             for path in files {
                 let _one_at_a_time = loader.reloading.lock().await;
                 match load_plugin(&loader.runtime, &loader.config, &path).await {

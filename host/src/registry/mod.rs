@@ -14,6 +14,7 @@ use crate::error::ErrorKind;
 use crate::policy::Policy;
 use crate::runtime::Runtime;
 use crate::runtime::sandbox::Sandbox;
+use crate::signing;
 
 mod live;
 pub use live::{LiveRegistry, Reload, Watch};
@@ -234,6 +235,10 @@ pub async fn load_plugin(
     // Off the async workers, like the compilation: a component can be tens of MiB.
     let bytes = tokio::fs::read(path).await.map_err(cannot_read)?;
     let size = bytes.len();
+    if config.plugins.require_signatures {
+        check_signature(config, &name, path, &bytes)
+            .map_err(|reason| fail(ErrorKind::UntrustedPlugin, reason))?;
+    }
     // Compiling takes seconds for an interpreter-sized component; on the blocking pool
     // the workers keep serving requests (and other plugins' calls) meanwhile.
     let component = runtime.compile_off_thread(&name, bytes).await.map_err(|e| {
@@ -287,6 +292,16 @@ pub async fn load_plugin(
         tools,
         sandbox,
     })
+}
+
+/// Under `require_signatures`: the component at `path` must carry a signature (`FILE.sig`)
+/// by a key trusted for plugin `name`.
+fn check_signature(config: &Config, name: &str, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let refuse = |e: signing::SigningError| format!("refused by [plugins] require_signatures: {e}");
+    let keys = signing::TrustedKey::load_all(&config.plugins.keys_for(name)).map_err(refuse)?;
+    let verified = signing::verify_file(&keys, path, bytes).map_err(refuse)?;
+    tracing::debug!(plugin = name, signer = %verified.signer, "signature verified");
+    Ok(())
 }
 
 impl Tool {

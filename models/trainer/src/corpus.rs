@@ -35,7 +35,7 @@ impl Tools {
     pub async fn load(dir: &Path) -> anyhow::Result<Self> {
         let notes = tempfile::tempdir()?;
         let mut config = Config::default();
-        config.plugins.insert(
+        config.plugins.grants.insert(
             "notes".into(),
             PluginGrants {
                 dirs: vec![DirGrant {
