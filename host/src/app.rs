@@ -204,6 +204,9 @@ fn forget_prefixes_on_change(invoker: &Invoker, prefix: Arc<autoglm_engine::Pref
     });
 }
 
+/// How long `serve` waits for one plugin source at start.
+const SOURCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Pull every `[[plugins.sources]]` entry into the plugins directory (one at a time, each
 /// logged), recording digests in the lockfile. A source that fails is logged and skipped:
 /// what the directory already holds keeps serving.
@@ -238,7 +241,14 @@ async fn pull_sources(settings: Settings) {
             locked: settings.locked,
             credentials: &credentials,
         };
-        match distribution::pull(&request, &mut lock).await {
+        // A registry that trickles bytes must not hold readiness forever.
+        let pulled = tokio::time::timeout(SOURCE_TIMEOUT, distribution::pull(&request, &mut lock));
+        match pulled.await.unwrap_or_else(|_| {
+            Err(distribution::DistributionError::Unreachable {
+                reference: source.reference.clone(),
+                reason: format!("no answer within {} s", SOURCE_TIMEOUT.as_secs()),
+            })
+        }) {
             Ok(pulled) => tracing::info!(
                 source = %source.reference,
                 digest = %pulled.digest,

@@ -555,11 +555,18 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.limits.check("[limits]")?;
         self.server.check()?;
+        let mut names = std::collections::BTreeSet::new();
         for source in &self.plugins.sources {
             anyhow::ensure!(
                 source.reference.starts_with("oci://"),
                 "[[plugins.sources]] reference `{}` must start with oci://",
                 source.reference
+            );
+            let name = source.name.as_deref().unwrap_or_else(|| source_stem(&source.reference));
+            anyhow::ensure!(
+                names.insert(name),
+                "[[plugins.sources]]: two sources install the plugin `{name}`; give one a \
+                 different `name`"
             );
         }
         for (plugin, grants) in &self.plugins.grants {

@@ -129,6 +129,9 @@ enum PluginCommand {
         file: PathBuf,
         /// Where to: oci://HOST/REPOSITORY:TAG.
         reference: String,
+        /// Also sign the pushed digest with this private key (PKCS#8 PEM).
+        #[arg(long)]
+        sign: Option<PathBuf>,
         #[command(flatten)]
         registry: cli::plugin::RegistryArgs,
     },
@@ -149,10 +152,10 @@ enum PluginCommand {
         #[command(flatten)]
         host: HostArgs,
     },
-    /// Sign a pushed component (oci://..., over its manifest digest, in cosign's format) or
-    /// a local file (written as FILE.sig).
+    /// Sign a pushed component (oci://...@sha256:..., its manifest digest, in cosign's
+    /// format) or a local file (written as FILE.sig).
     Sign {
-        /// oci://HOST/REPOSITORY:TAG|@sha256:DIGEST, or a file.
+        /// oci://HOST/REPOSITORY@sha256:DIGEST (what push printed), or a file.
         target: String,
         /// The private key (PKCS#8 PEM).
         #[arg(long)]
@@ -227,8 +230,8 @@ struct HostArgs {
     /// Config file (default: ./autoglm.toml when present).
     #[arg(long, env = "AUTOGLM_CONFIG")]
     config: Option<PathBuf>,
-    /// Pull plugin sources at the digests autoglm.lock records; refuse to resolve tags
-    /// again (a tag that moved is an error).
+    /// Pull plugin sources only at the digests autoglm.lock records: a tag that now
+    /// resolves elsewhere, or a source the lockfile lacks, is an error.
     #[arg(long)]
     locked: bool,
 }
@@ -357,8 +360,8 @@ async fn run(
         }
         Command::Plugin { command } => match command {
             PluginCommand::Inspect { file, key } => inspect(&file, &key).await,
-            PluginCommand::Push { file, reference, registry } => {
-                cli::plugin::push(&file, &reference, &registry).await
+            PluginCommand::Push { file, reference, sign, registry } => {
+                cli::plugin::push(&file, &reference, sign.as_deref(), &registry).await
             }
             PluginCommand::Pull { reference, name, key, registry, host } => {
                 let pull = cli::plugin::Pull {

@@ -212,8 +212,9 @@ pub fn payload(repository: &str, digest: &str) -> Vec<u8> {
     serde_json::to_vec(&payload).expect("a payload of strings serializes")
 }
 
-/// The manifest digest a verified payload signs; refuses payloads of another type.
-pub fn signed_digest(payload: &[u8]) -> Result<String, SigningError> {
+/// What a verified payload signs: the repository it names (`registry/repo`) and the
+/// manifest digest; refuses payloads of another type.
+pub fn signed_image(payload: &[u8]) -> Result<(String, String), SigningError> {
     let payload: Payload = serde_json::from_slice(payload).map_err(|e| {
         SigningError::Malformed(format!("the signature payload is not cosign's JSON: {e}"))
     })?;
@@ -223,7 +224,7 @@ pub fn signed_digest(payload: &[u8]) -> Result<String, SigningError> {
             payload.critical.kind
         )));
     }
-    Ok(payload.critical.image.docker_manifest_digest)
+    Ok((payload.critical.identity.docker_reference, payload.critical.image.docker_manifest_digest))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -274,17 +275,6 @@ pub struct BundleSignature {
     pub signature: String,
 }
 
-/// A component whose signature checked out.
-#[derive(Debug, Clone)]
-pub struct Verified {
-    /// The trusted key that signed it.
-    pub signer: String,
-    /// The manifest digest, for a pulled component.
-    pub digest: Option<String>,
-    /// The reference it was pulled by, for a pulled component.
-    pub reference: Option<String>,
-}
-
 /// The signature file of a component file: `FILE.sig` (`echo.wasm.sig`).
 pub fn sig_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_os_string();
@@ -293,12 +283,11 @@ pub fn sig_path(file: &Path) -> PathBuf {
 }
 
 /// Check `bytes` (the component file at `file`) against its `FILE.sig`: a blob signature
-/// (base64) or a pulled [`Bundle`], signed by one of `keys`.
-pub fn verify_file(
-    keys: &[TrustedKey],
-    file: &Path,
-    bytes: &[u8],
-) -> Result<Verified, SigningError> {
+/// (base64) or a pulled [`Bundle`], signed by one of `keys`; the signer's name.
+///
+/// A signature vouches for the bytes, not for the file's name: whoever may write the
+/// plugins directory (the operator) decides which name, and so which grants, they get.
+pub fn verify_file(keys: &[TrustedKey], file: &Path, bytes: &[u8]) -> Result<String, SigningError> {
     let sig = sig_path(file);
     let text = match std::fs::read_to_string(&sig) {
         Ok(text) => text,
@@ -311,8 +300,7 @@ pub fn verify_file(
     };
     if !text.trim_start().starts_with('{') {
         let what = format!("the file (digest {})", digest(bytes));
-        let key = verify(keys, bytes, &text, &what)?;
-        return Ok(Verified { signer: key.name.clone(), digest: None, reference: None });
+        return Ok(verify(keys, bytes, &text, &what)?.name.clone());
     }
     let bundle: Bundle = serde_json::from_str(&text).map_err(|e| {
         SigningError::Malformed(format!("{} is not a signature bundle: {e}", sig.display()))
@@ -329,8 +317,8 @@ impl Bundle {
     }
 
     /// Check that a trusted key signed the manifest and that the manifest's one wasm layer
-    /// is `bytes`.
-    pub fn verify(&self, keys: &[TrustedKey], bytes: &[u8]) -> Result<Verified, SigningError> {
+    /// is `bytes`; the signer's name.
+    pub fn verify(&self, keys: &[TrustedKey], bytes: &[u8]) -> Result<String, SigningError> {
         let manifest = self.manifest_bytes()?;
         let manifest_digest = digest(&manifest);
         let layer = wasm_layer_digest(&manifest)?;
@@ -342,19 +330,17 @@ impl Bundle {
                 found: file_digest,
             });
         }
-        let signer = self.signer(keys, &manifest_digest)?;
-        Ok(Verified {
-            signer,
-            digest: Some(manifest_digest),
-            reference: Some(self.reference.clone()),
-        })
+        self.signer(keys, &manifest_digest, None)
     }
 
-    /// The trusted key that signed `manifest_digest` among the bundle's signatures.
+    /// The trusted key that signed `manifest_digest` among the bundle's signatures, where
+    /// the payload names `identity` (`registry/repo`) when one is given. Signatures that do
+    /// not check out are passed over, so a junk one cannot hide a good one.
     pub fn signer(
         &self,
         keys: &[TrustedKey],
         manifest_digest: &str,
+        identity: Option<&str>,
     ) -> Result<String, SigningError> {
         let what = format!("{} ({manifest_digest})", self.reference);
         if self.signatures.is_empty() {
@@ -364,14 +350,16 @@ impl Bundle {
                 tag: signature_tag(manifest_digest),
             });
         }
-        let mut last = SigningError::NoKeys;
+        let (mut wrong_key, mut other) = (None, None);
         for one in &self.signatures {
-            let payload = BASE64.decode(&one.payload).map_err(|e| {
-                SigningError::Malformed(format!("a signature payload is not base64: {e}"))
-            })?;
-            match verify(keys, &payload, &one.signature, &what) {
-                Ok(key) => {
-                    let signed = signed_digest(&payload)?;
+            let checked = BASE64
+                .decode(&one.payload)
+                .map_err(|e| {
+                    SigningError::Malformed(format!("a signature payload is not base64: {e}"))
+                })
+                .and_then(|payload| {
+                    let key = verify(keys, &payload, &one.signature, &what)?;
+                    let (signed_identity, signed) = signed_image(&payload)?;
                     if signed != manifest_digest {
                         return Err(SigningError::DigestMismatch {
                             what: format!("the manifest of {}", self.reference),
@@ -379,12 +367,26 @@ impl Bundle {
                             found: manifest_digest.to_string(),
                         });
                     }
-                    return Ok(key.name.clone());
+                    if identity.is_some_and(|identity| identity != signed_identity) {
+                        return Err(SigningError::Malformed(format!(
+                            "{what} carries a signature for {signed_identity}, another \
+                             repository: the registry serves another component under this name"
+                        )));
+                    }
+                    Ok(key.name.clone())
+                });
+            // A trusted signature of something else says more than a stranger's signature.
+            match checked {
+                Ok(signer) => return Ok(signer),
+                Err(e @ SigningError::WrongKey { .. }) => {
+                    wrong_key.get_or_insert(e);
                 }
-                Err(e) => last = e,
+                Err(e) => {
+                    other.get_or_insert(e);
+                }
             }
         }
-        Err(last)
+        Err(other.or(wrong_key).unwrap_or(SigningError::NoKeys))
     }
 }
 
@@ -455,11 +457,12 @@ mod tests {
              \"optional\":null}}"
         );
         assert_eq!(String::from_utf8(payload.clone()).unwrap(), expected);
-        assert_eq!(signed_digest(&payload).unwrap(), digest);
+        let image = ("127.0.0.1:5000/plugins/echo".to_string(), digest.clone());
+        assert_eq!(signed_image(&payload).unwrap(), image);
         let capital = expected.replace("docker-manifest-digest", "Docker-manifest-digest");
-        assert_eq!(signed_digest(capital.as_bytes()).unwrap(), digest);
+        assert_eq!(signed_image(capital.as_bytes()).unwrap(), image);
         let other = expected.replace(PAYLOAD_TYPE, "something else");
-        assert!(signed_digest(other.as_bytes()).is_err());
+        assert!(signed_image(other.as_bytes()).is_err());
         assert_eq!(signature_tag(&digest), format!("sha256-{}.sig", "ab".repeat(32)));
     }
 

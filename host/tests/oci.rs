@@ -176,11 +176,15 @@ fn publish(
     key: Option<&str>,
 ) -> String {
     let reference = registry.reference(target);
-    let digest = ok(["plugin", "push", s(&sample(plugin)), &reference]);
+    let file = sample(plugin);
+    let digest = match key {
+        Some(key) => {
+            let key = work.path(&format!("{key}.key"));
+            ok(["plugin", "push", s(&file), &reference, "--sign", s(&key)])
+        }
+        None => ok(["plugin", "push", s(&file), &reference]),
+    };
     assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
-    if let Some(key) = key {
-        ok(["plugin", "sign", &reference, "--key", s(&work.path(&format!("{key}.key")))]);
-    }
     digest
 }
 
@@ -195,6 +199,12 @@ async fn a_signed_component_is_pushed_pulled_loaded_and_called() {
         digest,
         "the same file pushes to the same digest"
     );
+    // A tag is whatever the registry says: only a digest is signed.
+    let ops_key = work.path("ops.key");
+    let by_tag = refused(["plugin", "sign", &reference, "--key", s(&ops_key)]);
+    assert!(by_tag.contains("is a tag"), "{by_tag}");
+    let by_digest = format!("oci://{}/tools/weather@{digest}", registry.addr);
+    ok(["plugin", "sign", &by_digest, "--key", s(&ops_key)]);
 
     assert_eq!(ok(work.pull_args(&reference, &[])), digest);
     let installed = work.plugins().join("weather.wasm");

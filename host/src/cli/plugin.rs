@@ -34,12 +34,15 @@ impl RegistryArgs {
     }
 }
 
-/// `autoglm plugin push FILE oci://...`: publish a component; prints its digest.
+/// `autoglm plugin push FILE oci://... [--sign KEY]`: publish a component, and sign the
+/// digest it was pushed as; prints the digest.
 pub async fn push(
     file: &Path,
     reference: &str,
+    sign: Option<&Path>,
     registry: &RegistryArgs,
 ) -> anyhow::Result<ExitCode> {
+    let key = sign.map(SigningKeyFile::load).transpose()?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     anyhow::ensure!(
         wasm.starts_with(b"\0asm"),
@@ -48,19 +51,31 @@ pub async fn push(
     );
     let remote = Remote::new(reference, registry.insecure, &registry.credentials())?;
     let digest = remote.push(wasm).await?;
-    println!("{digest}");
     eprintln!("pushed {} to {reference}", file.display());
+    if let Some(key) = key {
+        remote.sign(&key, &digest).await?;
+        eprintln!("signed {digest} as {}", signing::signature_tag(&digest));
+    }
+    println!("{digest}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// `autoglm plugin sign (oci://... | FILE) --key KEY`: sign a pushed component (its
-/// manifest digest, under cosign's `.sig` tag) or a local file (`FILE.sig`).
+/// `autoglm plugin sign (oci://...@sha256:... | FILE) --key KEY`: sign a pushed component
+/// (its manifest digest, under cosign's `.sig` tag) or a local file (`FILE.sig`).
 pub async fn sign(target: &str, key: &Path, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
     let key = SigningKeyFile::load(key)?;
     if target.starts_with("oci://") {
         let remote = Remote::new(target, registry.insecure, &registry.credentials())?;
-        let digest = remote.sign(&key).await?;
-        eprintln!("signed {target} ({digest}) as {}", signing::signature_tag(&digest));
+        // A tag names whatever the registry says it does: sign only a digest the signer
+        // knows (the one `push` printed).
+        let Some(digest) = remote.pinned().map(str::to_string) else {
+            anyhow::bail!(
+                "{target} is a tag: sign the digest `autoglm plugin push` printed \
+                 (oci://HOST/REPOSITORY@sha256:...), or push with --sign KEY"
+            );
+        };
+        remote.sign(&key, &digest).await?;
+        eprintln!("signed {target} as {}", signing::signature_tag(&digest));
         return Ok(ExitCode::SUCCESS);
     }
     let file = Path::new(target);
@@ -80,7 +95,9 @@ pub fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {
         PathBuf::from(name)
     };
     let (key, public_path) = (with(".key"), with(".pub"));
-    anyhow::ensure!(!key.exists(), "{} exists; choose another prefix", key.display());
+    for path in [&key, &public_path] {
+        anyhow::ensure!(!path.exists(), "{} exists; choose another prefix", path.display());
+    }
     write_private(&key, private.as_bytes())?;
     std::fs::write(&public_path, public)
         .with_context(|| format!("cannot write {}", public_path.display()))?;
@@ -180,24 +197,29 @@ pub fn provenance(
     }
     let text = std::fs::read_to_string(&sig)?;
     let bundle: Option<signing::Bundle> = serde_json::from_str(&text).ok();
-    let (reference, digest) = match &bundle {
+    let (reference, digest, layer) = match &bundle {
         Some(bundle) => {
-            (Some(bundle.reference.clone()), Some(signing::digest(&bundle.manifest_bytes()?)))
+            let manifest = bundle.manifest_bytes()?;
+            let layer = signing::wasm_layer_digest(&manifest).ok();
+            (Some(bundle.reference.clone()), Some(signing::digest(&manifest)), layer)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
+    // A bundle beside other bytes (an interrupted or manual replacement) describes nothing.
+    let describes_file = layer.as_deref().is_none_or(|layer| layer == signing::digest(bytes));
     let signer = match keys.is_empty() {
         true => serde_json::Value::from("not checked: pass --key PUBLIC_KEY"),
         false => {
             let keys = TrustedKey::load_all(keys)?;
             match signing::verify_file(&keys, file, bytes) {
-                Ok(verified) => verified.signer.into(),
+                Ok(signer) => signer.into(),
                 Err(e) => format!("NOT VERIFIED: {e}").into(),
             }
         }
     };
     Ok(serde_json::json!({
         "signed": true,
+        "matches_file": describes_file,
         "signature": sig,
         "reference": reference,
         "digest": digest,

@@ -56,11 +56,6 @@ impl Lock {
         self.entries.iter().find(|e| e.reference == reference)
     }
 
-    /// Every entry.
-    pub fn entries(&self) -> &[LockEntry] {
-        &self.entries
-    }
-
     /// Record that `reference` (installed as `name`) resolved to `digest`.
     pub fn record(&mut self, name: &str, reference: &str, digest: &str) {
         let entry = LockEntry {

@@ -35,6 +35,8 @@ pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 /// The largest signature payload read (cosign's are a few hundred bytes).
 const MAX_PAYLOAD_BYTES: u64 = 64 << 10;
+/// The most signatures of one manifest read.
+const MAX_SIGNATURES: usize = 16;
 
 /// Why a push, sign or pull failed. Each names the reference and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +68,16 @@ pub enum DistributionError {
         /// What the registry said.
         reason: String,
     },
-    /// The registry served bytes that do not hash to the digest the manifest names.
+    /// The registry served bytes that do not hash to the digest they were asked by.
     #[error(
-        "{reference}: the component's layer has digest {found}, but its manifest says \
-         {expected}; refusing it (the registry's copy is corrupt or was tampered with)"
+        "{reference}: {what} has digest {found}, but {expected} was asked for; refusing it \
+         (the registry's copy is corrupt or was tampered with)"
     )]
-    LayerDigest {
+    Tampered {
         /// The reference.
         reference: String,
+        /// The manifest or the component's layer.
+        what: &'static str,
         /// The digest in the manifest.
         expected: String,
         /// The digest of what arrived.
@@ -88,12 +92,20 @@ pub enum DistributionError {
         reason: String,
     },
     /// The signature check failed (the message names the reference and digest).
-    #[error("{source}")]
-    Signature {
-        /// The reference.
-        reference: String,
-        /// Why.
-        source: SigningError,
+    #[error(transparent)]
+    Signature(SigningError),
+    /// The plugins directory holds a component of that name that this source did not put
+    /// there.
+    #[error(
+        "{} exists and was not pulled from {repository}; remove it, or pull under another \
+         --name (or `name` in the source)",
+        path.display()
+    )]
+    Occupied {
+        /// The file.
+        path: PathBuf,
+        /// The source's repository.
+        repository: String,
     },
     /// Under `--locked`, a tag now points somewhere other than the lockfile says.
     #[error(
@@ -171,7 +183,8 @@ impl Remote {
         // reqwest needs a TLS provider installed; ring is the one the host already links.
         // Installing fails harmlessly when one is there already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol = if insecure || is_loopback(&registry) {
+        let loopback = is_loopback(&registry);
+        let protocol = if insecure || loopback {
             ClientProtocol::HttpsExcept(vec![registry.clone()])
         } else {
             ClientProtocol::Https
@@ -190,6 +203,9 @@ impl Remote {
         })?;
         let auth = match &credentials.basic {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            // Stored credentials never travel in clear text off this machine; credentials
+            // given on the command line for an --insecure registry are the user's choice.
+            None if insecure && !loopback => RegistryAuth::Anonymous,
             None => docker_config_auth(&registry),
         };
         Ok(Self { client, auth, reference: parsed, text: reference.to_string() })
@@ -228,12 +244,12 @@ impl Remote {
         self.push_image(&self.reference, &[layer], config, &manifest).await
     }
 
-    /// Sign the manifest this reference resolves to with `key`, under cosign's
-    /// `sha256-<hex>.sig` tag beside it; returns the digest signed.
-    pub async fn sign(&self, key: &SigningKeyFile) -> Result<String, DistributionError> {
-        let digest = self.resolve().await?;
-        let repository = format!("{}/{}", self.reference.registry(), self.reference.repository());
-        let payload = signing::payload(&repository, &digest);
+    /// Sign manifest `digest` of this repository with `key`, under cosign's
+    /// `sha256-<hex>.sig` tag beside it. The digest comes from the signer (what `push`
+    /// returned, or a reference pinned by digest), never from the registry: a key signs
+    /// only what its holder chose.
+    pub async fn sign(&self, key: &SigningKeyFile, digest: &str) -> Result<(), DistributionError> {
+        let payload = signing::payload(&self.repository(), digest);
         let signature = key.sign(&payload);
         let annotations = [(SIGNATURE_ANNOTATION.to_string(), signature)].into();
         let layer = ImageLayer::new(payload, PAYLOAD_MEDIA_TYPE.into(), Some(annotations));
@@ -250,9 +266,19 @@ impl Remote {
         );
         let mut manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
         manifest.media_type = Some(OCI_IMAGE_MEDIA_TYPE.into());
-        let tag = self.signature_reference(&digest);
+        let tag = self.signature_reference(digest);
         self.push_image(&tag, &[layer], config, &manifest).await?;
-        Ok(digest)
+        Ok(())
+    }
+
+    /// `registry/repository`, as a signature payload names it.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.reference.registry(), self.reference.repository())
+    }
+
+    /// The digest this reference is pinned to (`@sha256:...`), if it is.
+    pub fn pinned(&self) -> Option<&str> {
+        self.reference.digest()
     }
 
     async fn push_image(
@@ -296,9 +322,8 @@ impl Remote {
         )
     }
 
-    /// The manifest at `digest` (its exact bytes, checked against the digest) and the
-    /// component it names.
-    async fn fetch_component(&self, digest: &str) -> Result<(Vec<u8>, Vec<u8>), DistributionError> {
+    /// The manifest at `digest`, its exact bytes checked against the digest.
+    async fn fetch_manifest(&self, digest: &str) -> Result<Vec<u8>, DistributionError> {
         let at = self.at_digest(digest);
         let (manifest, _) =
             (self.client.pull_manifest_raw(&at, &self.auth, &[OCI_IMAGE_MEDIA_TYPE]))
@@ -307,26 +332,35 @@ impl Remote {
         let manifest = manifest.to_vec();
         let found = signing::digest(&manifest);
         if found != digest {
-            return Err(DistributionError::UnexpectedDigest {
+            return Err(DistributionError::Tampered {
                 reference: self.text.clone(),
+                what: "the manifest",
                 expected: digest.to_string(),
                 found,
             });
         }
+        Ok(manifest)
+    }
+
+    /// The component `manifest` (of `digest`) names: its one wasm layer, digest checked.
+    async fn fetch_component(
+        &self,
+        digest: &str,
+        manifest: &[u8],
+    ) -> Result<Vec<u8>, DistributionError> {
         let not_component = |reason: String| DistributionError::NotAComponent {
             reference: self.text.clone(),
             reason,
         };
-        let parsed: OciImageManifest = serde_json::from_slice(&manifest).map_err(|e| {
+        let parsed: OciImageManifest = serde_json::from_slice(manifest).map_err(|e| {
             not_component(format!("its manifest is not an OCI image manifest: {e}"))
         })?;
         let layer_digest =
-            signing::wasm_layer_digest(&manifest).map_err(|e| not_component(e.to_string()))?;
-        let layer = (parsed.layers.iter())
-            .find(|l| l.digest == layer_digest)
-            .expect("the wasm layer's digest comes from this manifest");
-        let wasm = self.fetch_blob(&at, layer, MAX_COMPONENT_BYTES).await?;
-        Ok((manifest, wasm))
+            signing::wasm_layer_digest(manifest).map_err(|e| not_component(e.to_string()))?;
+        let layer = (parsed.layers.iter()).find(|l| l.digest == layer_digest).ok_or_else(|| {
+            not_component("its manifest's layers disagree with themselves".into())
+        })?;
+        self.fetch_blob(&self.at_digest(digest), layer, MAX_COMPONENT_BYTES).await
     }
 
     /// The blob `layer` describes, at most `max` bytes, its digest checked.
@@ -336,16 +370,25 @@ impl Remote {
         layer: &OciDescriptor,
         max: u64,
     ) -> Result<Vec<u8>, DistributionError> {
-        let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+        let refuse = |reason: String| DistributionError::NotAComponent {
+            reference: self.text.clone(),
+            reason,
+        };
+        // Foreign layers name other URLs to fetch from: nothing but the registry is asked.
+        if layer.urls.as_ref().is_some_and(|urls| !urls.is_empty()) {
+            return Err(refuse("its layer points at other URLs (a foreign layer)".into()));
+        }
+        let size = u64::try_from(layer.size)
+            .map_err(|_| refuse(format!("its layer claims a size of {}", layer.size)))?;
         if size > max {
-            return Err(DistributionError::NotAComponent {
-                reference: self.text.clone(),
-                reason: format!("its layer is {size} bytes, more than the {max} a pull accepts"),
-            });
+            return Err(refuse(format!(
+                "its layer is {size} bytes, more than the {max} a pull accepts"
+            )));
         }
         let mut stream =
             (self.client.pull_blob_stream(at, layer).await).map_err(|e| self.error(e))?.stream;
-        let mut bytes = Vec::with_capacity(size as usize);
+        // What the manifest claims is reserved only up to a first chunk's worth.
+        let mut bytes = Vec::with_capacity(size.min(1 << 20) as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.stream_error(e, &layer.digest, &bytes))?;
             if (bytes.len() + chunk.len()) as u64 > size {
@@ -360,8 +403,9 @@ impl Remote {
     }
 
     fn tampered(&self, expected: &str, bytes: &[u8]) -> DistributionError {
-        DistributionError::LayerDigest {
+        DistributionError::Tampered {
             reference: self.text.clone(),
+            what: "the component's layer",
             expected: expected.to_string(),
             found: signing::digest(bytes),
         }
@@ -393,7 +437,9 @@ impl Remote {
             Err(e) => return Err(self.error(e)),
         };
         let mut signatures = Vec::new();
-        for layer in manifest.layers.iter().filter(|l| l.media_type == PAYLOAD_MEDIA_TYPE) {
+        let layers = manifest.layers.iter().filter(|l| l.media_type == PAYLOAD_MEDIA_TYPE);
+        // More than any signer adds; a registry cannot make a pull fetch thousands.
+        for layer in layers.take(MAX_SIGNATURES) {
             let Some(signature) =
                 layer.annotations.as_ref().and_then(|a| a.get(SIGNATURE_ANNOTATION))
             else {
@@ -428,9 +474,9 @@ impl Remote {
             },
             OciDistributionError::UnauthorizedError { .. } => DistributionError::Registry {
                 reference,
-                reason: "the registry wants credentials: log in with `docker login` (the \
-                         docker config file is read) or pass --username and \
-                         AUTOGLM_REGISTRY_PASSWORD"
+                reason: "the registry wants credentials: log in with `docker login` (autoglm \
+                         reads the docker config file), or give `autoglm plugin` --username \
+                         and AUTOGLM_REGISTRY_PASSWORD"
                     .into(),
             },
             other => DistributionError::Registry { reference, reason: other.to_string() },
@@ -484,23 +530,47 @@ pub async fn pull(request: &PullRequest<'_>, lock: &mut Lock) -> Result<Pulled, 
         lock.record(&name, &source.reference, &digest);
         return Ok(Pulled { name, path, digest, signer, downloaded: false });
     }
-    let (manifest, wasm) = remote.fetch_component(&digest).await?;
+    if let Some(occupant) = occupant(&path, &remote.repository()) {
+        return Err(occupant);
+    }
+    // The signature is checked against the manifest before the component is downloaded:
+    // an unsigned or wrongly signed artifact costs a manifest, not its layer.
+    let manifest = remote.fetch_manifest(&digest).await?;
     let bundle = Bundle {
         reference: source.reference.clone(),
         manifest: BASE64.encode(&manifest),
         signatures: remote.fetch_signatures(&digest).await?,
     };
-    let signature_error = |source: SigningError| DistributionError::Signature {
-        reference: remote.text.clone(),
-        source,
-    };
     let signer = match check {
-        true => Some(bundle.verify(request.keys, &wasm).map_err(signature_error)?.signer),
+        true => Some(
+            (bundle.signer(request.keys, &digest, Some(&remote.repository())))
+                .map_err(DistributionError::Signature)?,
+        ),
         false => None,
     };
+    let wasm = remote.fetch_component(&digest, &manifest).await?;
     install(&path, &bundle, &wasm)?;
     lock.record(&name, &source.reference, &digest);
     Ok(Pulled { name, path, digest, signer, downloaded: true })
+}
+
+/// Why `path` may not be replaced by a pull from `repository`: it exists, and its
+/// signature bundle (if any) says it came from elsewhere.
+fn occupant(path: &Path, repository: &str) -> Option<DistributionError> {
+    if !path.exists() {
+        return None;
+    }
+    let ours = std::fs::read_to_string(signing::sig_path(path))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Bundle>(&text).ok())
+        .and_then(|bundle| bundle.reference.strip_prefix("oci://").map(str::to_string))
+        .is_some_and(|reference| {
+            reference.strip_prefix(repository).is_some_and(|rest| rest.starts_with([':', '@']))
+        });
+    (!ours).then(|| DistributionError::Occupied {
+        path: path.to_path_buf(),
+        repository: repository.to_string(),
+    })
 }
 
 /// The digest to pull: pinned by the reference, the source or (under `locked`) the
@@ -513,7 +583,8 @@ async fn resolve_digest(
 ) -> Result<String, DistributionError> {
     let lock_name = || lock.path.display().to_string();
     let locked_digest = lock.get(&source.reference).map(|e| e.digest.clone());
-    if locked && locked_digest.is_none() && remote.reference.digest().is_none() {
+    let pinned = remote.pinned().is_some() || source.digest.is_some();
+    if locked && locked_digest.is_none() && !pinned {
         return Err(DistributionError::NotLocked {
             reference: source.reference.clone(),
             lock: lock_name(),
@@ -561,7 +632,7 @@ fn installed(
         return None;
     }
     match check {
-        true => Some(Some(bundle.verify(keys, &wasm).ok()?.signer)),
+        true => Some(Some(bundle.verify(keys, &wasm).ok()?)),
         false => Some(None),
     }
 }

@@ -81,43 +81,53 @@ impl LiveRegistry {
     }
 
     /// Start with no plugins and load the directory's components in the background,
-    /// each one serving as soon as it is compiled, once `first` (which may add components,
-    /// such as pulls from a registry) is done. Until then [`LiveRegistry::is_loading`] says
-    /// so, and [`LiveRegistry::is_ready`] is false.
+    /// each one serving as soon as it is compiled; then, once `more` is done (pulls from a
+    /// registry, which may add or replace components), the components it changed. Until
+    /// both are done [`LiveRegistry::is_loading`] says so, and [`LiveRegistry::is_ready`]
+    /// is false. What the directory held serves meanwhile, however long `more` takes.
     pub fn open_in_background(
         runtime: Runtime,
         config: Config,
         dir: PathBuf,
-        first: impl Future<Output = ()> + Send + 'static,
+        more: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Arc<Self>> {
         let files = component_files(&dir)?;
         let live = Self::with(runtime, config, dir, Registry::default());
         live.ready.send_replace(false);
-        *live.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
         let loader = live.clone();
         tokio::spawn(async move {
-            first.await;
-            let files = component_files(&loader.dir).unwrap_or(files);
-            *loader.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
-            for path in files {
-                let _one_at_a_time = loader.reloading.lock().await;
-                match load_plugin(&loader.runtime, &loader.config, &path).await {
-                    Ok(plugin) => {
-                        let mut plugins = loader.plugins_by_name();
-                        plugins.insert(plugin.name.clone(), Arc::new(plugin));
-                        loader.publish(plugins);
-                    }
-                    Err(error) => {
-                        tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}")
-                    }
-                }
-                if let Some(name) = stem(&path) {
-                    loader.pending_set().remove(&name);
-                }
-            }
+            let before: Vec<(PathBuf, Option<Fingerprint>)> =
+                files.iter().map(|f| (f.clone(), Fingerprint::of(f).ok())).collect();
+            loader.load_each(files).await;
+            more.await;
+            let changed = (component_files(&loader.dir).unwrap_or_default().into_iter())
+                .filter(|f| !before.contains(&(f.clone(), Fingerprint::of(f).ok())))
+                .collect();
+            loader.load_each(changed).await;
             loader.ready.send_replace(true);
         });
         Ok(live)
+    }
+
+    /// Load `files` one at a time, each serving as soon as it is compiled.
+    async fn load_each(&self, files: Vec<PathBuf>) {
+        *self.pending_set() = files.iter().filter_map(|f| stem(f)).collect();
+        for path in files {
+            let _one_at_a_time = self.reloading.lock().await;
+            match load_plugin(&self.runtime, &self.config, &path).await {
+                Ok(plugin) => {
+                    let mut plugins = self.plugins_by_name();
+                    plugins.insert(plugin.name.clone(), Arc::new(plugin));
+                    self.publish(plugins);
+                }
+                Err(error) => {
+                    tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}")
+                }
+            }
+            if let Some(name) = stem(&path) {
+                self.pending_set().remove(&name);
+            }
+        }
     }
 
     fn with(runtime: Runtime, config: Config, dir: PathBuf, registry: Registry) -> Arc<Self> {

@@ -299,8 +299,8 @@ pub async fn load_plugin(
 fn check_signature(config: &Config, name: &str, path: &Path, bytes: &[u8]) -> Result<(), String> {
     let refuse = |e: signing::SigningError| format!("refused by [plugins] require_signatures: {e}");
     let keys = signing::TrustedKey::load_all(&config.plugins.keys_for(name)).map_err(refuse)?;
-    let verified = signing::verify_file(&keys, path, bytes).map_err(refuse)?;
-    tracing::debug!(plugin = name, signer = %verified.signer, "signature verified");
+    let signer = signing::verify_file(&keys, path, bytes).map_err(refuse)?;
+    tracing::debug!(plugin = name, %signer, "signature verified");
     Ok(())
 }
 
