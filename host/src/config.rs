@@ -214,22 +214,53 @@ impl Default for WasmSettings {
 /// The `[plugins]` section. Its own keys are `require_signatures`, `trusted_keys` and
 /// `sources`; every other key is a plugin's name with its grants (`[plugins.notes]`), so no
 /// plugin can be called `sources`, `trusted_keys` or `require_signatures`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct PluginsSection {
     /// Refuse components without a signature by a trusted key: a registry's, or a
     /// `FILE.sig` beside a file in the directory.
-    #[serde(default)]
     pub require_signatures: bool,
     /// Public keys (SPKI PEM files, relative to the config file) whose signatures are
     /// trusted for every plugin.
-    #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
     /// Components pulled from OCI registries into the plugins directory (`[[plugins.sources]]`).
-    #[serde(default)]
     pub sources: Vec<PluginSource>,
     /// Grants and limits per plugin, keyed by plugin name.
-    #[serde(flatten)]
     pub grants: BTreeMap<String, PluginGrants>,
+}
+
+// By hand rather than with `#[serde(flatten)]`: flattening buffers the values, and a bad
+// value deep in `[plugins.NAME.limits]` would then be reported without its key.
+impl<'de> Deserialize<'de> for PluginsSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Section;
+        impl<'de> serde::de::Visitor<'de> for Section {
+            type Value = PluginsSection;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [plugins] table: require_signatures, trusted_keys, sources, and grants per plugin")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut section = PluginsSection::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "require_signatures" => section.require_signatures = map.next_value()?,
+                        "trusted_keys" => section.trusted_keys = map.next_value()?,
+                        "sources" => section.sources = map.next_value()?,
+                        _ => {
+                            let grants = map.next_value()?;
+                            section.grants.insert(key, grants);
+                        }
+                    }
+                }
+                Ok(section)
+            }
+        }
+        deserializer.deserialize_map(Section)
+    }
 }
 
 /// A component in an OCI registry that `serve` (and `autoglm plugin pull`) installs.
