@@ -272,6 +272,9 @@ fn warn_failed(errors: &[LoadError]) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // reqwest is built without a default TLS provider (registries, OTLP export): ring, the
+    // one the host already links, is installed before any client is made.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let format = match cli.log_format {
         LogFormat::Text => autoglm_host::telemetry::LogFormat::Text,
         LogFormat::Json => autoglm_host::telemetry::LogFormat::Json,
