@@ -224,8 +224,7 @@ async fn pull_sources(settings: Settings) {
     };
     let credentials = distribution::Credentials::default();
     for source in &plugins.sources {
-        let name = (source.name.as_deref())
-            .unwrap_or_else(|| crate::config::source_stem(&source.reference));
+        let name = source.plugin_name();
         let keys = match crate::signing::TrustedKey::load_all(&plugins.keys_for(name)) {
             Ok(keys) => keys,
             Err(error) => {

@@ -285,8 +285,7 @@ pub struct PluginSource {
 impl PluginsSection {
     /// The keys trusted for plugin `name`: `trusted_keys` and those of its sources.
     pub fn keys_for(&self, name: &str) -> Vec<PathBuf> {
-        let sources = (self.sources.iter())
-            .filter(|s| s.name.as_deref().unwrap_or_else(|| source_stem(&s.reference)) == name);
+        let sources = (self.sources.iter()).filter(|s| s.plugin_name() == name);
         self.trusted_keys
             .iter()
             .cloned()
@@ -295,8 +294,15 @@ impl PluginsSection {
     }
 }
 
+impl PluginSource {
+    /// The plugin it installs: `name`, else the repository's last component.
+    pub fn plugin_name(&self) -> &str {
+        self.name.as_deref().unwrap_or_else(|| source_stem(&self.reference))
+    }
+}
+
 /// The last path component of a reference's repository (`oci://h/a/echo:v1` -> `echo`).
-pub fn source_stem(reference: &str) -> &str {
+fn source_stem(reference: &str) -> &str {
     let path = reference.split(['@']).next().unwrap_or_default();
     let last = path.rsplit('/').next().unwrap_or_default();
     last.split(':').next().unwrap_or_default()
@@ -593,7 +599,7 @@ impl Config {
                 "[[plugins.sources]] reference `{}` must start with oci://",
                 source.reference
             );
-            let name = source.name.as_deref().unwrap_or_else(|| source_stem(&source.reference));
+            let name = source.plugin_name();
             anyhow::ensure!(
                 names.insert(name),
                 "[[plugins.sources]]: two sources install the plugin `{name}`; give one a \

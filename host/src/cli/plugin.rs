@@ -148,10 +148,7 @@ pub async fn pull(settings: &Settings, pull: Pull<'_>) -> anyhow::Result<ExitCod
     source.name = pull.name.or(source.name);
     source.insecure |= pull.registry.insecure;
     source.keys.extend(pull.keys);
-    let name = source
-        .name
-        .clone()
-        .unwrap_or_else(|| autoglm_host::config::source_stem(&source.reference).to_string());
+    let name = source.plugin_name().to_string();
     let mut keys = plugins.keys_for(&name);
     keys.extend(source.keys.iter().cloned());
     keys.sort();

@@ -22,7 +22,7 @@ use tokio_stream::StreamExt as _;
 
 pub use lock::{LOCK_FILE, Lock, LockEntry};
 
-use crate::config::{PluginSource, source_stem};
+use crate::config::PluginSource;
 use crate::registry::is_valid_name;
 use crate::signing::{
     self, Bundle, BundleSignature, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION, SigningError,
@@ -519,7 +519,7 @@ pub struct Pulled {
 pub async fn pull(request: &PullRequest<'_>, lock: &mut Lock) -> Result<Pulled, DistributionError> {
     let source = request.source;
     let remote = Remote::new(&source.reference, source.insecure, request.credentials)?;
-    let name = (source.name.clone()).unwrap_or_else(|| source_stem(&source.reference).to_string());
+    let name = source.plugin_name().to_string();
     if !is_valid_name(&name) {
         return Err(DistributionError::BadName(name));
     }
