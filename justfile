@@ -26,9 +26,9 @@ plugins:
 
 # Plugins that misbehave on purpose, for the sandbox tests (target/test-plugins/).
 test-plugins:
-    plugins-sdk/cargo-wasm build --profile plugin -p hostile -p incompatible
+    plugins-sdk/cargo-wasm build --profile plugin -p hostile -p incompatible -p typed -p legacy
     mkdir -p target/test-plugins
-    for p in hostile incompatible; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
+    for p in hostile incompatible typed legacy; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
 
 # Virtual environments with the real MCP (2.x and 1.x) and OpenAI clients, and transformers'
 # GGUF tokenizer converter (the engine tests' reference), pinned.

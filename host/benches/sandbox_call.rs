@@ -145,13 +145,16 @@ fn measure_guest(
     let spec = &target.tool().spec;
     let sandbox = &target.plugin.sandbox;
     let args: serde_json::Value = serde_json::from_str(ARGS)?;
+    let options = autoglm_host::runtime::sandbox::CallOptions::default();
 
     // Every way of calling must give the same answer before its speed means anything.
     let expected = native_greet(ARGS);
     let mut warm = rt.block_on(sandbox.warm_instance())?;
     let same = |json: &str| serde_json::from_str::<serde_json::Value>(json).ok();
     anyhow::ensure!(same(&rt.block_on(warm.call("greet", ARGS))?) == same(&expected));
-    anyhow::ensure!(same(&rt.block_on(sandbox.call(spec, ARGS)).outcome?) == same(&expected));
+    anyhow::ensure!(
+        same(&rt.block_on(sandbox.call(spec, &args, &options)).outcome?) == same(&expected)
+    );
 
     let native = measure(budget, || {
         black_box(native_greet(black_box(ARGS)));
@@ -160,12 +163,13 @@ fn measure_guest(
         rt.block_on(warm.call("greet", ARGS)).expect("warm call");
     });
     let fresh = measure(budget, || {
-        rt.block_on(sandbox.call(spec, ARGS)).outcome.expect("sandboxed call");
+        rt.block_on(sandbox.call(spec, &args, &options)).outcome.expect("sandboxed call");
     });
     let routed = measure(budget, || {
         rt.block_on(host.call(&tool, &args)).outcome.expect("routed call");
     });
-    let fresh_call = || rt.block_on(sandbox.call(spec, ARGS)).outcome.expect("sandboxed call");
+    let fresh_call =
+        || rt.block_on(sandbox.call(spec, &args, &options)).outcome.expect("sandboxed call");
     let calls = 200;
     let faults = autoglm_bench::minor_faults();
     for _ in 0..calls {

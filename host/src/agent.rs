@@ -20,6 +20,7 @@ use crate::invoke::{Allowlist, Invoker};
 use crate::metered::Metered;
 use crate::model::engine_error;
 use crate::router::{Router, Target};
+use crate::runtime::sandbox::CallOptions;
 use crate::trace::TraceContext;
 
 /// Runs conversations between a model and the loaded tools.
@@ -247,7 +248,10 @@ impl Agent {
             running.spawn(
                 async move {
                     let metered = match target {
-                        Ok(target) => invoker.call_target(&allowlist, &target, &arguments).await,
+                        Ok(target) => {
+                            let options = CallOptions::default();
+                            invoker.call_target(&allowlist, &target, &arguments, &options).await
+                        }
                         Err(error) => Metered::refused(error),
                     };
                     (index, tool, arguments, metered)

@@ -16,6 +16,7 @@ use crate::metered::Metered;
 use crate::metrics::Metrics;
 use crate::registry::LiveRegistry;
 use crate::router::{Router, Target};
+use crate::runtime::sandbox::CallOptions;
 
 /// Which tools a caller may run: an API key's `tools` list, or every tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +133,20 @@ impl Invoker {
 
     /// Resolve `name` and run it for the holder of `allowlist`.
     pub async fn call(&self, allowlist: &Allowlist, name: &str, args: &Value) -> Metered<Value> {
+        self.call_with(allowlist, name, args, &CallOptions::default()).await
+    }
+
+    /// [`Invoker::call`] with what the caller adds to the call: a listener for the guest's
+    /// log records and progress, its idempotency key and trace id.
+    pub async fn call_with(
+        &self,
+        allowlist: &Allowlist,
+        name: &str,
+        args: &Value,
+        options: &CallOptions,
+    ) -> Metered<Value> {
         match self.resolve_for(allowlist, &self.router(), name) {
-            Ok(target) => self.call_target(allowlist, &target, args).await,
+            Ok(target) => self.call_target(allowlist, &target, args, options).await,
             Err(error) => Metered::refused(error),
         }
     }
@@ -147,6 +160,7 @@ impl Invoker {
         allowlist: &Allowlist,
         target: &Target,
         args: &Value,
+        options: &CallOptions,
     ) -> Metered<Value> {
         let (id, plugin, tool) = (target.id(), &target.plugin.name, &target.tool().spec.name);
         let metered = match allowlist.check(&id) {
@@ -154,7 +168,7 @@ impl Invoker {
             Ok(()) => {
                 let _in_flight = self.metrics.start_call();
                 let span = tracing::info_span!(target: "autoglm::call", "tool_call", tool = %id);
-                target.call(args).instrument(span).await
+                target.call(args, options).instrument(span).await
             }
         };
         self.metrics.record_call(plugin, tool, &metered);

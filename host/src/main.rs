@@ -489,6 +489,7 @@ async fn inspect(file: &Path, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
         "bytes": plugin.size,
         "world": plugin.contract,
         "imports": plugin.imports,
+        "refused": plugin.refused,
         "provenance": provenance,
         "tools": tools,
     });

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::error::{CallError, ErrorKind};
 use crate::metered::Metered;
 use crate::registry::{LiveRegistry, Plugin, Registry, Tool};
+use crate::runtime::sandbox::CallOptions;
 
 /// Resolves names over one snapshot of the registry.
 #[derive(Clone, Default)]
@@ -42,7 +43,7 @@ impl Target {
     /// Validate `args`, check the grants and run the call in a fresh sandbox, reporting the
     /// fuel, memory and time it used. Callers go through the invocation path (`invoke`), which
     /// checks the caller's allowlist first.
-    pub(crate) async fn call(&self, args: &Value) -> Metered<Value> {
+    pub(crate) async fn call(&self, args: &Value, options: &CallOptions) -> Metered<Value> {
         let started = std::time::Instant::now();
         let (plugin, tool) = (&self.plugin, self.tool());
         let refuse = |kind, message: String| {
@@ -61,7 +62,7 @@ impl Target {
         if let Some(missing) = plugin.sandbox.policy().missing_grant(&tool.spec) {
             return refuse(ErrorKind::PermissionDenied, missing);
         }
-        let metered = plugin.sandbox.call(&tool.spec, &args.to_string()).await;
+        let metered = plugin.sandbox.call(&tool.spec, args, options).await;
         let broken = |message: String| {
             CallError::new(ErrorKind::ToolError, message).at(&plugin.name, &tool.spec.name)
         };

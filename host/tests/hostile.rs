@@ -257,7 +257,7 @@ async fn a_component_for_another_contract_version_is_refused_clearly() {
     assert_eq!(errors[0].kind, ErrorKind::IncompatiblePlugin);
     let message = errors[0].to_string();
     assert!(
-        message.contains("incompatible") && message.contains("0.2.0") && message.contains("0.1.0"),
+        message.contains("incompatible") && message.contains("0.9.0") && message.contains("0.2.0"),
         "{message}"
     );
     still_serves(&host).await;

@@ -27,7 +27,10 @@ use bindings::exports::autoglm::plugin::tools as wit;
 
 /// Everything a plugin usually needs, in one import.
 pub mod prelude {
-    pub use crate::{Access, Deserialize, JsonSchema, Tool, ToolError, config, export_plugin, log};
+    pub use crate::{
+        Access, Deserialize, JsonSchema, Tool, ToolError, config, context, export_plugin, log,
+        progress,
+    };
     pub use serde::Serialize;
 }
 
@@ -198,6 +201,22 @@ pub use host::LogLevel;
 /// The operator's configuration value `key` for this plugin, if set.
 pub fn config(key: &str) -> Option<String> {
     host::get_config(key)
+}
+
+pub use host::CallContext;
+
+/// What the host knows about the call being run: its idempotency key (the same when the
+/// host runs this call again, e.g. a task's stage after a crash: pass it on to services
+/// with side effects so they happen once), the trace id and the milliseconds left.
+pub fn context() -> CallContext {
+    host::context()
+}
+
+/// Tell the caller how far a long call has come: `done` of `total` units (when known),
+/// with an optional message. Reports should grow; the host forwards them to callers that
+/// asked (MCP progress notifications) and drops them otherwise.
+pub fn progress(done: f64, total: Option<f64>, message: Option<&str>) {
+    host::report_progress(done, total, message);
 }
 
 #[doc(hidden)]

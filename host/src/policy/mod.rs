@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{DirMode, PluginGrants};
-use crate::contract::{Access, ToolSpec};
+use crate::contract::{Access, Capabilities, DirectoryNeed, ToolSpec};
 use quota::DiskUsage;
 
 pub mod quota;
@@ -98,6 +98,27 @@ impl Policy {
             "env": self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             "config_keys": self.config.keys().collect::<Vec<_>>(),
         })
+    }
+
+    /// Everything granted, as the needs of a tool that cannot declare its own (a function
+    /// of a component without our contract): its tools get the plugin's grants.
+    pub fn as_needs(&self) -> Capabilities {
+        Capabilities {
+            directories: (self.dirs.iter())
+                .map(|d| DirectoryNeed {
+                    guest_path: d.guest.clone(),
+                    access: match d.mode {
+                        DirMode::ReadWrite => Access::ReadWrite,
+                        DirMode::ReadOnly => Access::ReadOnly,
+                    },
+                })
+                .collect(),
+            outbound_hosts: match self.hosts.entries.is_empty() {
+                true => Vec::new(),
+                false => vec!["*".to_string()],
+            },
+            env: self.env.iter().map(|(key, _)| key.clone()).collect(),
+        }
     }
 
     /// Why `tool` may not run under this policy, if it may not: a declared need

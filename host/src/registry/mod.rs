@@ -13,7 +13,8 @@ use crate::contract::{self, ToolSpec};
 use crate::error::ErrorKind;
 use crate::policy::Policy;
 use crate::runtime::Runtime;
-use crate::runtime::sandbox::Sandbox;
+use crate::runtime::reflect::{self, Reflected};
+use crate::runtime::sandbox::{Entry, Sandbox};
 use crate::signing;
 
 mod live;
@@ -27,8 +28,11 @@ pub struct Plugin {
     pub path: PathBuf,
     /// Size of the component file in bytes.
     pub size: usize,
-    /// The contract interface it exports, e.g. `autoglm:plugin/tools@0.1.0`.
+    /// The contract interface it exports, e.g. `autoglm:plugin/tools@0.2.0`; for a
+    /// component of its own functions, `functions`.
     pub contract: String,
+    /// Exported functions that could not become tools, each with why.
+    pub refused: Vec<String>,
     /// The interfaces it imports (WASI and the host interface).
     pub imports: Vec<String>,
     /// The file's size and modification time when it was read: a reload skips
@@ -244,8 +248,11 @@ pub async fn load_plugin(
     let component = runtime.compile_off_thread(&name, bytes).await.map_err(|e| {
         fail(ErrorKind::IncompatiblePlugin, format!("not a valid WebAssembly component: {e:#}"))
     })?;
-    let contract = check_contract(runtime, &component)
-        .map_err(|reason| fail(ErrorKind::IncompatiblePlugin, reason))?;
+    let (contract, entry, refused) =
+        entry(runtime, &component).map_err(|reason| fail(ErrorKind::IncompatiblePlugin, reason))?;
+    for why in &refused {
+        tracing::warn!(plugin = %name, "{why}");
+    }
     let imports = (component.component_type().imports(runtime.engine()))
         .map(|(name, _)| name.to_string())
         .collect();
@@ -266,12 +273,18 @@ pub async fn load_plugin(
     .map_err(|e| {
         fail(ErrorKind::IncompatiblePlugin, format!("measuring its grants failed: {e}"))
     })?;
-    let sandbox = Sandbox::new(pre, policy, limits)
-        .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("{e:#}")))?;
-    let specs = sandbox
+    let reflected = match &entry {
+        Entry::Functions(functions) => Some(reflected_specs(&name, functions, &policy)),
+        Entry::Contract { .. } => None,
+    };
+    let sandbox = Sandbox::new(pre, entry, policy, limits);
+    // A component of functions is instantiated once too: one that cannot start (a trap
+    // in its start function, an import refused at run time) fails here, not on a call.
+    let listed = sandbox
         .list_tools()
         .await
         .map_err(|e| fail(e.kind, format!("list-tools failed: {}", e.message)))?;
+    let specs = reflected.unwrap_or(listed);
     let tools = specs
         .into_iter()
         .map(Tool::new)
@@ -287,6 +300,7 @@ pub async fn load_plugin(
         path: path.to_path_buf(),
         size,
         contract,
+        refused,
         imports,
         fingerprint,
         tools,
@@ -339,30 +353,86 @@ impl Tool {
     }
 }
 
-/// Refuse components that do not export a compatible `autoglm:plugin/tools`.
-fn check_contract(runtime: &Runtime, component: &Component) -> Result<String, String> {
+/// What the host calls in `component`: the `autoglm:plugin/tools` interface of a revision
+/// this host serves, or else the functions it exports (with those refused and why).
+/// Refused: a contract of another revision, and a component with neither.
+fn entry(runtime: &Runtime, component: &Component) -> Result<(String, Entry, Vec<String>), String> {
     let ty = component.component_type();
     let prefix = format!("{}/tools", contract::PACKAGE);
     let exported: Vec<String> =
         (ty.exports(runtime.engine())).map(|(name, _)| name.to_string()).collect();
     let Some(found) = exported.iter().find(|n| n.starts_with(&format!("{prefix}@"))) else {
-        return Err(format!(
-            "it does not export {prefix}@{} (it exports: {}); build it against this host's wit/ \
-             files, e.g. with the autoglm SDK",
-            contract::VERSION,
-            if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") }
-        ));
+        let Reflected { functions, mut refused } = reflect::exports(runtime.engine(), component);
+        let mut usable: Vec<reflect::Function> = Vec::new();
+        for function in functions {
+            if !is_valid_name(&function.tool) {
+                refused.push(format!(
+                    "function `{}` is not a tool: its tool name `{}` must be 1-64 characters of \
+                     [a-z0-9_-]",
+                    function.export, function.tool
+                ));
+            } else if usable.iter().any(|u| u.tool == function.tool) {
+                refused.push(format!(
+                    "function `{}` is not a tool: another export is also named `{}`",
+                    function.export, function.tool
+                ));
+            } else {
+                usable.push(function);
+            }
+        }
+        let functions = usable;
+        if functions.is_empty() {
+            let exports =
+                if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") };
+            let refused = match refused.is_empty() {
+                true => String::new(),
+                false => format!("; {}", refused.join("; ")),
+            };
+            return Err(format!(
+                "it exports neither {prefix}@{} nor a function that can be a tool (it exports: \
+                 {exports}{refused}); export functions whose types have a JSON form, or build \
+                 it against this host's wit/ files, e.g. with the autoglm SDK",
+                contract::VERSION,
+            ));
+        }
+        return Ok(("functions".to_string(), Entry::Functions(functions), refused));
     };
     let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
-    if !semver_compatible(version, contract::VERSION) {
+    if !contract::VERSIONS.iter().any(|ours| semver_compatible(version, ours)) {
         return Err(format!(
             "it was built for {found}, but this host implements {}@{}; rebuild the plugin \
              against this host's wit/ files or run a host that supports it",
             contract::PACKAGE,
-            contract::VERSION
+            contract::VERSIONS.join(" and @"),
         ));
     }
-    Ok(found.clone())
+    let missing = |name: &str| format!("its {found} export has no `{name}` function");
+    let (_, interface) =
+        component.get_export(None, found.as_str()).ok_or_else(|| missing(found))?;
+    let index = |name: &str| {
+        component.get_export(Some(&interface), name).map(|(_, i)| i).ok_or_else(|| missing(name))
+    };
+    let entry = Entry::Contract { list_tools: index("list-tools")?, call: index("call")? };
+    Ok((found.clone(), entry, Vec::new()))
+}
+
+/// The tool specs of a component's functions: described by their WIT signature, with the
+/// plugin's grants as their needs (they cannot declare any).
+fn reflected_specs(
+    plugin: &str,
+    functions: &[reflect::Function],
+    policy: &Policy,
+) -> Vec<ToolSpec> {
+    (functions.iter())
+        .map(|function| ToolSpec {
+            name: function.tool.clone(),
+            description: format!("`{}`, exported by the component {plugin}", function.signature()),
+            input_schema: function.input_schema().to_string(),
+            output_schema: Some(function.output_schema().to_string()),
+            capabilities: policy.as_needs(),
+            hints: contract::Hints::empty(),
+        })
+        .collect()
 }
 
 /// Whether `theirs` can be served by `ours` under semver (0.x: same minor).

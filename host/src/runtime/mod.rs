@@ -7,6 +7,7 @@
 //! [`Runtime::new`]); compiling and loading entries block for up to seconds and run
 //! on tokio's blocking pool (see [`Runtime::compile_off_thread`]).
 
+pub mod reflect;
 pub mod sandbox;
 
 use std::hash::{Hash, Hasher};
@@ -92,6 +93,7 @@ impl Runtime {
         sandbox::wasi_0_2_io::describe_errors(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         contract::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        contract::v0_1::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
 
         // The ticker lives as long as the engine: compiled plugins keep it alive
         // after the `Runtime` itself is gone.

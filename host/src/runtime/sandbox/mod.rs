@@ -13,6 +13,7 @@
 
 mod admission;
 mod capture;
+mod context;
 mod denials;
 mod host_imports;
 mod limits;
@@ -25,7 +26,10 @@ pub(crate) mod wasi_0_2_io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::{InstancePre, ResourceTable};
+use serde_json::Value;
+use wasmtime::component::{
+    ComponentExportIndex, Instance, InstancePre, ResourceTable, TypedFunc, Val,
+};
 use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -35,6 +39,7 @@ use crate::contract::{self as bindings, Access, Capabilities, ToolSpec};
 use crate::error::{CallError, ErrorKind};
 use crate::metered::{Metered, Usage};
 use crate::policy::Policy;
+use crate::runtime::reflect;
 use admission::Gate;
 use capture::Capture;
 use denials::Denials;
@@ -42,24 +47,46 @@ use limits::MemoryCap;
 use outbound::Outbound;
 use quota::Quotas;
 
-/// A plugin ready to be called: its linked component, grants and limits.
+pub use context::{CallEvent, CallOptions, Scope};
+
+/// A plugin ready to be called: its linked component, what it exports, grants and limits.
 pub struct Sandbox {
-    pre: bindings::PluginPre<CallState>,
+    pre: InstancePre<CallState>,
+    entry: Entry,
     policy: Arc<Policy>,
     limits: Limits,
     gate: Gate,
 }
 
+/// What the host calls in a plugin's component.
+pub enum Entry {
+    /// The `list-tools` and `call` functions of its `autoglm:plugin/tools` export (either
+    /// revision: their types are the same).
+    Contract {
+        /// `list-tools`.
+        list_tools: ComponentExportIndex,
+        /// `call`.
+        call: ComponentExportIndex,
+    },
+    /// Its own exported functions, one tool each.
+    Functions(Vec<reflect::Function>),
+}
+
+type ListTools = TypedFunc<(), (Vec<ToolSpec>,)>;
+type Call = TypedFunc<(String, String), (Result<String, bindings::CallError>,)>;
+
 /// What a sandboxed run does once the component is instantiated.
 enum Invocation<'a> {
     ListTools,
-    Call { tool: &'a str, args: &'a str },
+    Call { tool: &'a str, args: String },
+    Function { function: &'a reflect::Function, params: Vec<Val> },
 }
 
 /// What the guest answered.
 enum Answered {
     Tools(Vec<ToolSpec>),
     Called(Result<String, bindings::CallError>),
+    Returned(Vec<Val>),
 }
 
 /// The per-call data of a Store: WASI state, HTTP hooks, the memory limiter and the
@@ -75,18 +102,19 @@ pub struct CallState {
     log_budget: usize,
     policy: Arc<Policy>,
     tool: String,
+    scope: Scope,
 }
 
 impl Sandbox {
     /// A sandbox for the component behind `pre`, under `policy` and `limits`.
-    pub fn new(
-        pre: InstancePre<CallState>,
-        policy: Policy,
-        limits: Limits,
-    ) -> wasmtime::Result<Self> {
+    pub fn new(pre: InstancePre<CallState>, entry: Entry, policy: Policy, limits: Limits) -> Self {
         let gate = Gate::new(limits.concurrency, limits.queue);
-        let pre = bindings::PluginPre::new(pre)?;
-        Ok(Self { pre, policy: Arc::new(policy), limits, gate })
+        Self { pre, entry, policy: Arc::new(policy), limits, gate }
+    }
+
+    /// What the host calls in the component.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
     }
 
     /// The plugin's name.
@@ -99,33 +127,57 @@ impl Sandbox {
         &self.policy
     }
 
-    /// Ask the component for its tools, under the same limits as a call.
+    /// Ask a contract component for its tools, under the same limits as a call; a
+    /// component of functions lists none (its tools are reflected from its types).
     pub async fn list_tools(&self) -> Result<Vec<ToolSpec>, CallError> {
-        match self.run("list-tools", Invocation::ListTools, None, &mut Usage::default()).await? {
+        let (options, mut usage) = (CallOptions::default(), Usage::default());
+        match self.run("list-tools", Invocation::ListTools, None, &options, &mut usage).await? {
             Answered::Tools(tools) => Ok(tools),
-            Answered::Called(_) => unreachable!("list-tools answers with tools"),
+            Answered::Called(_) | Answered::Returned(_) => Ok(Vec::new()),
         }
     }
 
-    /// Run `tool` with `args` (JSON text): its result (JSON text) and what it used.
-    pub async fn call(&self, tool: &ToolSpec, args: &str) -> Metered<String> {
+    /// Run `tool` with `args` (a JSON object), as `options` asks: its result (JSON text)
+    /// and what it used.
+    pub async fn call(
+        &self,
+        tool: &ToolSpec,
+        args: &Value,
+        options: &CallOptions,
+    ) -> Metered<String> {
         let started = Instant::now();
         let mut usage = Usage::default();
-        let outcome = self.call_in(tool, args, &mut usage).await;
+        let outcome = self.call_in(tool, args, options, &mut usage).await;
         Metered { outcome, usage, elapsed: started.elapsed() }
     }
 
     async fn call_in(
         &self,
         spec: &ToolSpec,
-        args: &str,
+        args: &Value,
+        options: &CallOptions,
         usage: &mut Usage,
     ) -> Result<String, CallError> {
         let tool = spec.name.as_str();
-        let invocation = Invocation::Call { tool, args };
+        let invocation = match &self.entry {
+            Entry::Contract { .. } => Invocation::Call { tool, args: args.to_string() },
+            Entry::Functions(functions) => {
+                let function = functions.iter().find(|f| f.tool == tool).ok_or_else(|| {
+                    self.error(
+                        tool,
+                        ErrorKind::UnknownTool,
+                        "the component exports no such function",
+                    )
+                })?;
+                let params = (function.params_from_json(args))
+                    .map_err(|m| self.error(tool, ErrorKind::InvalidArguments, m))?;
+                Invocation::Function { function, params }
+            }
+        };
         let needs = Some(&spec.capabilities);
-        let outcome = match self.run(tool, invocation, needs, usage).await? {
+        let outcome = match self.run(tool, invocation, needs, options, usage).await? {
             Answered::Called(outcome) => outcome,
+            Answered::Returned(results) => self.returned(tool, &results),
             Answered::Tools(_) => unreachable!("call answers with a result"),
         };
         match outcome {
@@ -148,12 +200,24 @@ impl Sandbox {
         }
     }
 
+    /// What an exported function returned, as a contract call's answer: a `result`'s
+    /// `err` is the tool's failure, with the error value in its message.
+    fn returned(&self, tool: &str, results: &[Val]) -> Result<String, bindings::CallError> {
+        let Entry::Functions(functions) = &self.entry else { unreachable!("functions return") };
+        let function = functions.iter().find(|f| f.tool == tool).expect("resolved before the call");
+        match function.result_to_json(results) {
+            Ok(value) => Ok(value.to_string()),
+            Err(error) => Err(bindings::CallError::Failed(format!("{tool} returned err: {error}"))),
+        }
+    }
+
     /// Instantiate a fresh Store and run `body` in it under every limit.
     async fn run(
         &self,
         what: &str,
         invocation: Invocation<'_>,
         needs: Option<&Capabilities>,
+        options: &CallOptions,
         usage: &mut Usage,
     ) -> Result<Answered, CallError> {
         let admission = self.gate.enter().ok_or_else(|| {
@@ -173,17 +237,31 @@ impl Sandbox {
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
         let deadline = Instant::now() + self.limits.deadline;
-        let mut store = self.store(what, &stdout, &stderr, needs, Some(deadline))?;
+        let scope = Scope::new(options, deadline);
+        let mut store = self.store(what, &stdout, &stderr, needs, Some(deadline), scope)?;
 
         let work = async {
-            let plugin = self.pre.instantiate_async(&mut store).await?;
-            let tools = plugin.autoglm_plugin_tools();
+            let instance = self.pre.instantiate_async(&mut store).await?;
             match invocation {
-                Invocation::ListTools => {
-                    tools.call_list_tools(&mut store).await.map(Answered::Tools)
-                }
+                Invocation::ListTools => match self.contract(&instance, &mut store)? {
+                    Some((list_tools, _)) => {
+                        list_tools.call_async(&mut store, ()).await.map(|(t,)| Answered::Tools(t))
+                    }
+                    None => Ok(Answered::Returned(Vec::new())),
+                },
                 Invocation::Call { tool, args } => {
-                    tools.call_call(&mut store, tool, args).await.map(Answered::Called)
+                    let (_, call) =
+                        self.contract(&instance, &mut store)?.expect("a contract plugin");
+                    call.call_async(&mut store, (tool.to_string(), args))
+                        .await
+                        .map(|(r,)| Answered::Called(r))
+                }
+                Invocation::Function { function, params } => {
+                    let func = (instance.get_func(&mut store, function.index))
+                        .ok_or_else(|| wasmtime::format_err!("no export {}", function.export))?;
+                    let mut results = vec![Val::Bool(false); function.result.iter().count()];
+                    func.call_async(&mut store, &params, &mut results).await?;
+                    Ok(Answered::Returned(results))
                 }
             }
         };
@@ -207,6 +285,28 @@ impl Sandbox {
         }
     }
 
+    /// The contract's `list-tools` and `call` in `instance`, typed (the check that the
+    /// component's functions have the contract's types); None for a component of functions.
+    fn contract(
+        &self,
+        instance: &Instance,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Option<(ListTools, Call)>> {
+        let Entry::Contract { list_tools, call } = &self.entry else { return Ok(None) };
+        let mut typed = |index: &ComponentExportIndex, name: &str| {
+            (instance.get_func(&mut *store, index))
+                .ok_or_else(|| wasmtime::format_err!("the component does not export `{name}`"))
+        };
+        let (list_tools, call) = (typed(list_tools, "list-tools")?, typed(call, "call")?);
+        let wrong = |name: &'static str| {
+            move |e: wasmtime::Error| e.context(format!("`{name}` has the wrong type"))
+        };
+        Ok(Some((
+            list_tools.typed(&*store).map_err(wrong("list-tools"))?,
+            call.typed(&*store).map_err(wrong("call"))?,
+        )))
+    }
+
     /// A Store for one call, its budgets armed (see [`limits::arm`]), with what `needs`
     /// declares of the grants (nothing when None).
     fn store(
@@ -216,8 +316,9 @@ impl Sandbox {
         stderr: &Capture,
         needs: Option<&Capabilities>,
         deadline: Option<Instant>,
+        scope: Scope,
     ) -> Result<Store<CallState>, CallError> {
-        let state = self.state(what, stdout, stderr, needs)?;
+        let state = self.state(what, stdout, stderr, needs, scope)?;
         let mut store = Store::new(self.pre.engine(), state);
         limits::arm(&mut store, self.limits.fuel, deadline).map_err(|e| self.trap(what, e))?;
         Ok(store)
@@ -231,6 +332,7 @@ impl Sandbox {
         stdout: &Capture,
         stderr: &Capture,
         needs: Option<&Capabilities>,
+        scope: Scope,
     ) -> Result<CallState, CallError> {
         // A call sees only what its tool declares of the plugin's grants (the declaration
         // was checked against the grants before the call), at the lower of declared and
@@ -287,6 +389,7 @@ impl Sandbox {
             log_budget: self.limits.log_bytes,
             policy: self.policy.clone(),
             tool: tool.to_string(),
+            scope,
         })
     }
 

@@ -5,13 +5,13 @@
 use wasmtime::Store;
 
 use super::capture::Capture;
-use super::{CallState, Sandbox, bindings};
+use super::{Call, CallOptions, CallState, Sandbox, Scope};
 use crate::error::CallError;
 
 /// An instance kept across calls (see [`Sandbox::warm_instance`]).
 pub struct WarmInstance {
     store: Store<CallState>,
-    plugin: bindings::Plugin,
+    call: Call,
     fuel: u64,
 }
 
@@ -19,8 +19,9 @@ impl WarmInstance {
     /// Call `tool` with `args` (JSON text) in the kept instance, its fuel topped up first.
     pub async fn call(&mut self, tool: &str, args: &str) -> anyhow::Result<String> {
         self.store.set_fuel(self.fuel)?;
-        let tools = self.plugin.autoglm_plugin_tools();
-        match tools.call_call(&mut self.store, tool, args).await? {
+        let (outcome,) =
+            self.call.call_async(&mut self.store, (tool.to_string(), args.to_string())).await?;
+        match outcome {
             Ok(json) => Ok(json),
             Err(e) => anyhow::bail!("{tool} failed: {e:?}"),
         }
@@ -35,9 +36,18 @@ impl Sandbox {
         const WHAT: &str = "warm-instance";
         let stdout = Capture::new(self.limits.log_bytes);
         let stderr = Capture::new(self.limits.log_bytes);
-        let mut store = self.store(WHAT, &stdout, &stderr, None, None)?;
-        let plugin =
+        let scope = Scope::new(&CallOptions::default(), std::time::Instant::now());
+        let mut store = self.store(WHAT, &stdout, &stderr, None, None, scope)?;
+        let instance =
             self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(WHAT, e))?;
-        Ok(WarmInstance { store, plugin, fuel: self.limits.fuel })
+        let contract = self.contract(&instance, &mut store).map_err(|e| self.trap(WHAT, e))?;
+        let Some((_, call)) = contract else {
+            return Err(self.error(
+                WHAT,
+                crate::error::ErrorKind::IncompatiblePlugin,
+                "not a contract plugin",
+            ));
+        };
+        Ok(WarmInstance { store, call, fuel: self.limits.fuel })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::hint::black_box;
 
+use autoglm_sdk::LogLevel;
 use autoglm_sdk::prelude::*;
 
 #[derive(Deserialize, JsonSchema)]
@@ -51,6 +52,22 @@ struct Millis {
 
 fn echo(args: Text) -> Result<String, ToolError> {
     Ok(args.text)
+}
+
+/// Log at three levels, report three steps of progress and answer with the call's context.
+fn report(_: Nothing) -> Result<autoglm_sdk::serde_json::Value, ToolError> {
+    log(LogLevel::Debug, "debug detail");
+    log(LogLevel::Info, "starting");
+    for step in 1..=3 {
+        progress(f64::from(step), Some(3.0), Some(&format!("step {step}")));
+    }
+    log(LogLevel::Warn, "almost done");
+    let context = context();
+    Ok(autoglm_sdk::serde_json::json!({
+        "idempotency_key": context.idempotency_key,
+        "trace_id": context.trace_id,
+        "deadline_ms": context.deadline_ms,
+    }))
 }
 
 fn spin(_: Nothing) -> Result<(), ToolError> {
@@ -184,6 +201,7 @@ fn tools() -> Vec<Tool> {
         Tool::new("echo", "Return the text unchanged.", echo),
         // Promises a number and returns text.
         Tool::new("lie", "Return the text, promising a number.", echo).output::<u64>(),
+        Tool::new("report", "Log, report progress and answer with the call's context.", report),
         Tool::new("spin", "Loop forever without calling the host.", spin),
         Tool::new("chatty", "Loop forever calling a host import.", chatty),
         Tool::new("memory_bomb", "Allocate until something stops it.", memory_bomb),
