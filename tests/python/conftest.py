@@ -49,6 +49,12 @@ class Server:
         shutil.copy(TARGET / "plugins" / f"{name}.wasm", partial)
         partial.rename(self.plugins / f"{name}.wasm")
 
+    def add_test_plugin(self, name: str) -> None:
+        """Copy in a plugin of tests/plugins (built by `just test-plugins`), atomically."""
+        partial = self.plugins / f"{name}.partial"
+        shutil.copy(TARGET / "test-plugins" / f"{name}.wasm", partial)
+        partial.rename(self.plugins / f"{name}.wasm")
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(self.base + "/readyz", timeout=1) as reply:

@@ -83,3 +83,78 @@ async def test_stdio_transport_serves_the_same_tools(server):
         assert "calculator.evaluate" in names(tools)
         result = await client.call_tool("calculator.evaluate", {"expression": "2 ^ 10"})
         assert result.structured_content == {"result": 1024.0}
+
+
+async def wait_for_tool(client, name, **list_args):
+    with anyio.fail_after(60):
+        while name not in names(await client.list_tools(**list_args)):
+            await anyio.sleep(0.1)
+
+
+async def test_legacy_session_hears_logs_at_its_level_and_progress(server):
+    logs, progress = [], []
+
+    async def on_log(params):
+        logs.append((params.level, params.logger, params.data))
+
+    async def on_progress(done, total, message):
+        progress.append((done, total, message))
+
+    server.add_test_plugin("hostile")
+    async with Client(server.url, mode="legacy", logging_callback=on_log) as client:
+        await wait_for_tool(client, "hostile.report")
+        quiet = await client.call_tool("hostile.report", {})
+        assert quiet.is_error is False and logs == [], "no level chosen: no log messages"
+
+        await client.set_logging_level("info")
+        result = await client.call_tool("hostile.report", {}, progress_callback=on_progress)
+        assert result.is_error is False
+        assert len(result.structured_content["idempotency_key"]) == 32
+        assert result.structured_content["deadline_ms"] > 0
+        guest = [(level, data["message"]) for level, logger, data in logs if logger == "hostile.report"]
+        assert guest == [("info", "starting"), ("warning", "almost done")], logs
+        host_lines = [data for level, logger, data in logs if logger == "autoglm"]
+        assert host_lines and host_lines[0]["outcome"] == "ok" and host_lines[0]["fuel"] > 0, logs
+        assert [p[0] for p in progress] == [0, 1, 2, 3], progress
+        assert progress[-1][1] == 3 and progress[2][2] == "step 2", progress
+
+        logs.clear()
+        await client.set_logging_level("warning")
+        await client.call_tool("hostile.report", {})
+        assert [data["message"] for _, _, data in logs] == ["almost done"], logs
+
+
+async def test_stateless_requests_choose_their_log_level_in_meta(server):
+    logs, progress = [], []
+
+    async def on_log(params):
+        logs.append((params.level, params.data))
+
+    async def on_progress(done, total, message):
+        progress.append(done)
+
+    server.add_test_plugin("hostile")
+    async with Client(server.url, mode="2026-07-28", logging_callback=on_log, log_level="debug") as client:
+        await wait_for_tool(client, "hostile.report", cache_mode="refresh")
+        result = await client.call_tool("hostile.report", {}, progress_callback=on_progress)
+        assert result.is_error is False
+        messages = [data["message"] for level, data in logs]
+        assert messages[:3] == ["debug detail", "starting", "almost done"], logs
+        assert progress == [0, 1, 2, 3], progress
+
+
+async def test_stdio_session_hears_logs_at_its_level(server):
+    from mcp import StdioServerParameters
+
+    logs = []
+
+    async def on_log(params):
+        logs.append(params.data["message"])
+
+    server.add_test_plugin("hostile")
+    params = StdioServerParameters(command=server.binary, args=server.stdio_args())
+    async with Client(params, mode="legacy", logging_callback=on_log) as client:
+        await client.set_logging_level("info")
+        result = await client.call_tool("hostile.report", {})
+        assert result.is_error is False
+        assert logs[:2] == ["starting", "almost done"], logs

@@ -146,8 +146,15 @@ pub struct Admitted {
 /// An event stream a client holds open: its request's concurrency slot and one of its key's
 /// stream places, both held by the task that feeds the stream until it ends.
 pub struct Streaming {
-    _request: Admitted,
+    request: Admitted,
     _place: OwnedSemaphorePermit,
+}
+
+impl Streaming {
+    /// The request the stream answers.
+    pub fn request(&self) -> &Admitted {
+        &self.request
+    }
 }
 
 impl Admitted {
@@ -164,7 +171,7 @@ impl Admitted {
             ),
             retry_after: Some(1),
         })?;
-        Ok(Streaming { _request: self, _place: place })
+        Ok(Streaming { request: self, _place: place })
     }
 }
 

@@ -10,7 +10,7 @@
 //! whole connection on any other 4xx/5xx than 404.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, Response, StatusCode, header};
@@ -18,10 +18,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::access::{Admitted, Streaming};
+use super::notify::{LOG_LEVEL_META, Level, Notifier};
 use super::respond::{Body, Problem, full, json_response, sse_response};
 use super::state::AppState;
 use crate::describe::ToolDescription;
 use crate::error::{CallError, ErrorKind};
+use crate::runtime::sandbox::CallOptions;
 
 /// Revisions served with `initialize` and sessions.
 pub const SESSION_REVISIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
@@ -57,11 +59,12 @@ pub struct Sessions {
     ttl: Duration,
 }
 
-/// One session: its key, when it was last used, and its in-flight requests that
-/// `notifications/cancelled` can stop, by request id.
+/// One session: its key, when it was last used, the log level it chose, and its in-flight
+/// requests that `notifications/cancelled` can stop, by request id.
 pub struct Cancels {
     owner: String,
     last_used: Instant,
+    level: Option<Level>,
     pending: HashMap<String, oneshot::Sender<()>>,
 }
 
@@ -69,12 +72,18 @@ pub struct Cancels {
 /// so keys added through AUTOGLM_API_KEYS cannot together grow the server without bound.
 const MAX_SESSIONS: usize = 10_000;
 
-/// Where a message came from: its session (if any) and revision.
+/// Where a message came from: its session (if any) and revision, where its notifications
+/// go, and the trace it belongs to.
 pub struct Context<'a> {
     /// The session id of a session-based client.
     pub session: Option<&'a str>,
     /// Whether the request speaks the stateless revision.
     pub stateless: bool,
+    /// Where notifications about the request go (its SSE response, stdout); None where
+    /// the answer is one JSON body and nothing else.
+    pub notify: Option<mpsc::Sender<String>>,
+    /// The trace id of the HTTP request.
+    pub trace_id: Option<String>,
 }
 
 impl Sessions {
@@ -108,7 +117,12 @@ impl Sessions {
         {
             sessions.remove(&oldest);
         }
-        let session = Cancels { owner: owner.to_string(), last_used: now, pending: HashMap::new() };
+        let session = Cancels {
+            owner: owner.to_string(),
+            last_used: now,
+            level: None,
+            pending: HashMap::new(),
+        };
         sessions.insert(id.clone(), session);
         id
     }
@@ -138,6 +152,19 @@ impl Sessions {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The log level session `id` chose, if any.
+    fn level(&self, id: Option<&str>) -> Option<Level> {
+        self.lock().get(id?)?.level
+    }
+
+    /// Choose the level session `id` hears logs at; false when there is no such session.
+    fn set_level(&self, id: Option<&str>, level: Level) -> bool {
+        let mut sessions = self.lock();
+        let Some(session) = id.and_then(|id| sessions.get_mut(id)) else { return false };
+        session.level = Some(level);
+        true
+    }
+
     /// Register request `id` of `session` as cancellable; the receiver fires on cancel.
     pub(crate) fn track(&self, session: Option<&str>, id: &Value) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = oneshot::channel();
@@ -163,10 +190,11 @@ impl Sessions {
 
 /// Handle an HTTP request to `/mcp`.
 pub async fn http(
-    state: &AppState,
+    state: &Arc<AppState>,
     admitted: Admitted,
     request: &http::request::Parts,
     body: bytes::Bytes,
+    trace_id: Option<String>,
 ) -> Result<Response<Body>, Problem> {
     let session = header_str(request, SESSION_HEADER).map(str::to_string);
     if let Some(id) = &session
@@ -220,19 +248,28 @@ pub async fn http(
                     ));
                 }
             };
-            post(state, admitted, session.as_deref(), header_version.as_deref(), message).await
+            let from =
+                From { session: session.as_deref(), version: header_version.as_deref(), trace_id };
+            post(state, admitted, from, message).await
         }
         _ => Err(CallError::new(ErrorKind::NotFound, "MCP accepts POST, GET and DELETE").into()),
     }
 }
 
+/// Where a POST came from: its session, the revision its header names, its trace.
+struct From<'a> {
+    session: Option<&'a str>,
+    version: Option<&'a str>,
+    trace_id: Option<String>,
+}
+
 async fn post(
-    state: &AppState,
+    state: &Arc<AppState>,
     admitted: Admitted,
-    session: Option<&str>,
-    header_version: Option<&str>,
+    from: From<'_>,
     message: Value,
 ) -> Result<Response<Body>, Problem> {
+    let (session, header_version) = (from.session, from.version);
     let Some(object) = message.as_object() else {
         return Ok(json_response(StatusCode::OK, &not_one_message()));
     };
@@ -265,8 +302,14 @@ async fn post(
         let streaming = admitted.into_stream()?;
         return Ok(listen(state, id, &message, streaming));
     }
+    if method == "tools/call" && hears_call(state, session, stateless, &message) {
+        let streaming = admitted.into_stream()?;
+        let trace_id = from.trace_id;
+        return Ok(answer_streamed(state, streaming, session, stateless, trace_id, id, message));
+    }
     let new_session = (method == "initialize").then(|| state.mcp.create(&admitted.client.name));
-    let context = Context { session: new_session.as_deref().or(session), stateless };
+    let session = new_session.as_deref().or(session);
+    let context = Context { session, stateless, notify: None, trace_id: from.trace_id };
     let answer = respond_cancellable(state, &admitted, &context, id, &message).await;
     let mut response = json_response(StatusCode::OK, &answer);
     if let Some(session) = new_session
@@ -275,6 +318,45 @@ async fn post(
         response.headers_mut().insert(SESSION_HEADER, value);
     }
     Ok(response)
+}
+
+/// Whether the client of a `tools/call` hears something while it runs: a progress token,
+/// or a log level (its session's, or in a stateless request's `_meta`).
+fn hears_call(state: &AppState, session: Option<&str>, stateless: bool, message: &Value) -> bool {
+    let meta = &message["params"]["_meta"];
+    meta.get("progressToken").is_some()
+        || match stateless {
+            true => meta.get(LOG_LEVEL_META).is_some(),
+            false => state.mcp.level(session).is_some(),
+        }
+}
+
+/// Answer request `id` as an SSE stream: the call's notifications as they happen, then the
+/// answer. A client that leaves stops the call.
+fn answer_streamed(
+    state: &Arc<AppState>,
+    streaming: Streaming,
+    session: Option<&str>,
+    stateless: bool,
+    trace_id: Option<String>,
+    id: Value,
+    message: Value,
+) -> Response<Body> {
+    use tracing::Instrument;
+    let (tx, rx) = mpsc::channel(64);
+    let (state, session) = (state.clone(), session.map(str::to_string));
+    let task = async move {
+        let notify = Some(tx.clone());
+        let context = Context { session: session.as_deref(), stateless, notify, trace_id };
+        tokio::select! {
+            answer = respond_cancellable(&state, streaming.request(), &context, id, &message) => {
+                let _ = tx.send(answer.to_string()).await;
+            }
+            () = tx.closed() => {}
+        }
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
+    sse_response(rx, Some("message"))
 }
 
 /// [`respond`], stopped early (answering [`code::REQUEST_CANCELLED`]) when the client sends
@@ -317,21 +399,35 @@ pub async fn respond(
                 if SESSION_REVISIONS.contains(&asked) { asked } else { SESSION_REVISIONS[1] };
             Ok(json!({
                 "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": true}},
+                "capabilities": {"tools": {"listChanged": true}, "logging": {}},
                 "serverInfo": server_info(),
                 "instructions": "Tools run in per-call WebAssembly sandboxes; names are plugin.tool.",
             }))
         }
         "server/discover" => Ok(json!({
             "supportedVersions": [STATELESS_REVISION],
-            "capabilities": {"tools": {"listChanged": true}},
+            "capabilities": {"tools": {"listChanged": true}, "logging": {}},
             "ttlMs": 0,
             "cacheScope": "private",
             "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
         })),
         "ping" => Ok(json!({})),
         "tools/list" => Ok(list_tools(state, admitted, context.stateless)),
-        "tools/call" => call_tool(state, admitted, params).await,
+        "tools/call" => call_tool(state, admitted, context, params).await,
+        "logging/setLevel" if context.stateless => Err((
+            code::METHOD_NOT_FOUND,
+            format!(
+                "the stateless revision has no logging/setLevel: name the level in each request's _meta[\"{LOG_LEVEL_META}\"]"
+            ),
+        )),
+        "logging/setLevel" => match Level::parse(params["level"].as_str().unwrap_or_default()) {
+            Ok(level) if state.mcp.set_level(context.session, level) => Ok(json!({})),
+            Ok(_) => Err((
+                code::INVALID_REQUEST,
+                "logging/setLevel needs a session; initialize first".into(),
+            )),
+            Err(message) => Err((code::INVALID_PARAMS, message)),
+        },
         "" => Err((code::INVALID_REQUEST, "the message has no method".to_string())),
         other => Err((code::METHOD_NOT_FOUND, format!("method not found: {other}"))),
     };
@@ -365,6 +461,7 @@ fn list_tools(state: &AppState, admitted: &Admitted, stateless: bool) -> Value {
 async fn call_tool(
     state: &AppState,
     admitted: &Admitted,
+    context: &Context<'_>,
     params: &Value,
 ) -> Result<Value, (i64, String)> {
     let Some(name) = params["name"].as_str() else {
@@ -374,7 +471,38 @@ async fn call_tool(
         Value::Null => json!({}),
         args => args.clone(),
     };
-    match state.invoker.call(&admitted.client.allowlist, name, &args).await.outcome {
+    let meta = &params["_meta"];
+    let level = match context.stateless {
+        true => meta.get(LOG_LEVEL_META).and_then(Value::as_str).map(Level::parse).transpose(),
+        false => Ok(state.mcp.level(context.session)),
+    };
+    let level = level.map_err(|message| (code::INVALID_PARAMS, message))?;
+    let token = meta.get("progressToken").cloned();
+    let mut options = CallOptions { trace_id: context.trace_id.clone(), ..CallOptions::default() };
+    let allowlist = &admitted.client.allowlist;
+    let metered = match &context.notify {
+        Some(out) if level.is_some() || token.is_some() => {
+            let (listened, mut events) = CallOptions::listened();
+            options.events = listened.events;
+            let mut notifier = Notifier::new(out.clone(), level, token);
+            notifier.started(name).await;
+            let call = state.invoker.call_with(allowlist, name, &args, &options);
+            tokio::pin!(call);
+            let metered = loop {
+                tokio::select! {
+                    metered = &mut call => break metered,
+                    Some(event) = events.recv() => notifier.event(name, event).await,
+                }
+            };
+            while let Ok(event) = events.try_recv() {
+                notifier.event(name, event).await;
+            }
+            notifier.finished(name, &metered).await;
+            metered
+        }
+        _ => state.invoker.call_with(allowlist, name, &args, &options).await,
+    };
+    match metered.outcome {
         Ok(value) => {
             let text = match &value {
                 Value::String(s) => s.clone(),

@@ -7,6 +7,7 @@
 pub mod access;
 mod connection;
 pub mod mcp;
+mod notify;
 mod openai;
 pub mod respond;
 mod state;
@@ -169,7 +170,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
 }
 
 async fn dispatch(
-    state: &AppState,
+    state: &Arc<AppState>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
@@ -242,7 +243,10 @@ async fn dispatch(
             let trace = parts.extensions.get::<TraceContext>().cloned();
             openai::chat(state, admitted, parse_json(&body)?, trace).await
         }
-        (_, "/mcp") => mcp::http(state, admitted, &parts, body).await,
+        (_, "/mcp") => {
+            let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());
+            mcp::http(state, admitted, &parts, body, trace).await
+        }
         _ => Err(CallError::new(
             ErrorKind::NotFound,
             format!("no route for {} {path}", parts.method),

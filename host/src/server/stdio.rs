@@ -116,7 +116,9 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
             if message["method"].as_str().is_some_and(|m| m.starts_with("tools/")) {
                 state.invoker.plugins().wait_ready().await;
             }
-            let context = Context { session: Some(&session), stateless: is_stateless(&message) };
+            let stateless = is_stateless(&message);
+            let notify = Some(out.clone());
+            let context = Context { session: Some(&session), stateless, notify, trace_id: None };
             let answer = respond_cancellable(&state, &admitted, &context, id, &message).await;
             let _ = out.send(answer.to_string()).await;
             drop(slot);
