@@ -104,9 +104,28 @@ pub fn annotations(hints: Hints) -> Value {
     })
 }
 
+/// A tool's result as MCP's `structuredContent`, wrapped as `{"result": value}` exactly when
+/// [`object_schema`] wraps its output schema (a variant's `{"case": v}` is an object whose
+/// schema is not `type: object`, so the value alone cannot decide). Without a schema, a
+/// value that is not an object is wrapped.
+pub fn structured(output_schema: Option<&Value>, value: Value) -> Value {
+    let wrap = match output_schema {
+        Some(schema) => !is_object_schema(schema),
+        None => !value.is_object(),
+    };
+    match wrap {
+        true => json!({ "result": value }),
+        false => value,
+    }
+}
+
+fn is_object_schema(schema: &Value) -> bool {
+    schema["type"] == "object"
+}
+
 /// MCP wants object schemas for outputs: other results are wrapped as `{"result": value}`.
 fn object_schema(schema: &Value) -> Value {
-    if schema["type"] == "object" {
+    if is_object_schema(schema) {
         return schema.clone();
     }
     let mut inner = schema.clone();

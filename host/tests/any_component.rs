@@ -27,7 +27,14 @@ async fn typed_exports_are_tools_and_resources_are_refused_by_name() {
     let (_dir, host) = typed().await;
     assert_eq!(
         tool_names(&host),
-        ["typed.add", "typed.crash", "typed.divide", "typed.echo", "typed.shapes-area"]
+        [
+            "typed.add",
+            "typed.crash",
+            "typed.divide",
+            "typed.echo",
+            "typed.pick",
+            "typed.shapes-area"
+        ]
     );
     let plugin = host.invoker.plugins().registry().plugin("typed").cloned().unwrap();
     assert_eq!(plugin.contract, "functions");
@@ -55,7 +62,7 @@ async fn every_wit_type_round_trips_through_json() {
         "flag": true, "tiny": -128, "byte": 255, "short": -32768, "ushort": 65535,
         "int": -2147483648i64, "uint": 4294967295u64,
         "long": "-9223372036854775808", "ulong": "18446744073709551615",
-        "single": 1.5, "double": "-Infinity", "letter": "é", "text": "línea\n\"quoted\"",
+        "single": 0.1, "double": "-Infinity", "letter": "é", "text": "línea\n\"quoted\"",
         "bytes": "AAEC/w==", "numbers": [1, 2, 3], "pair": ["a", 7],
         "color": "green", "perms": ["read", "exec"], "maybe": null,
         "nested": {"some": null}, "outcome": {"err": "bad"},
@@ -91,6 +98,8 @@ async fn every_wit_type_round_trips_through_json() {
 async fn bad_arguments_err_results_and_traps_are_clear_errors() {
     let (_dir, host) = typed().await;
     assert_eq!(call(&host, "typed.add", &json!({"a": 40, "b": 2})).await.unwrap(), 42);
+    let whole = call(&host, "typed.add", &json!({"a": 40.0, "b": 2})).await;
+    assert_eq!(whole.unwrap(), 42, "an integral float is an integer, as in the schema");
     assert_eq!(call(&host, "typed.divide", &json!({"a": 1, "b": 4})).await.unwrap(), 0.25);
     let area = call(&host, "typed.shapes-area", &json!({"shape": {"circle": 1.0}})).await.unwrap();
     assert!((area.as_f64().unwrap() - std::f64::consts::PI).abs() < 1e-12);
@@ -200,6 +209,23 @@ async fn typed_tools_are_served_over_rest_and_mcp() {
     .await;
     assert_eq!(bad["result"]["isError"], true, "{bad}");
     assert!(bad["result"]["content"][0]["text"].as_str().unwrap().contains("invalid_arguments"));
+
+    // A variant is a JSON object but its schema is not `type: object`: both are wrapped.
+    let pick = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "typed.pick")
+        .cloned();
+    assert_eq!(pick.unwrap()["outputSchema"]["required"], json!(["result"]));
+    let picked = mcp(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "typed.pick", "arguments": {"n": 3}}}))
+    .await;
+    assert_eq!(picked["result"]["structuredContent"], json!({"result": {"number": 3}}), "{picked}");
+
+    let token = mcp(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "typed.add", "arguments": {"a": 1, "b": 1}, "_meta": {"progressToken": {"no": 1}}}})).await;
+    assert_eq!(token["error"]["code"], -32602, "{token}");
 }
 
 #[test]

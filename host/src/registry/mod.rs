@@ -248,8 +248,15 @@ pub async fn load_plugin(
     let component = runtime.compile_off_thread(&name, bytes).await.map_err(|e| {
         fail(ErrorKind::IncompatiblePlugin, format!("not a valid WebAssembly component: {e:#}"))
     })?;
+    // Reflecting a component's types can take a while for a large one: off the workers.
+    let reflected = tokio::task::spawn_blocking({
+        let (runtime, component) = (runtime.clone(), component.clone());
+        move || entry(&runtime, &component)
+    })
+    .await
+    .map_err(|e| fail(ErrorKind::IncompatiblePlugin, format!("reading its exports failed: {e}")))?;
     let (contract, entry, refused) =
-        entry(runtime, &component).map_err(|reason| fail(ErrorKind::IncompatiblePlugin, reason))?;
+        reflected.map_err(|reason| fail(ErrorKind::IncompatiblePlugin, reason))?;
     for why in &refused {
         tracing::warn!(plugin = %name, "{why}");
     }
@@ -280,10 +287,10 @@ pub async fn load_plugin(
     let sandbox = Sandbox::new(pre, entry, policy, limits);
     // A component of functions is instantiated once too: one that cannot start (a trap
     // in its start function, an import refused at run time) fails here, not on a call.
-    let listed = sandbox
-        .list_tools()
-        .await
-        .map_err(|e| fail(e.kind, format!("list-tools failed: {}", e.message)))?;
+    let listed = sandbox.list_tools().await.map_err(|e| {
+        let what = if reflected.is_some() { "instantiating it" } else { "list-tools" };
+        fail(e.kind, format!("{what} failed: {}", e.message))
+    })?;
     let specs = reflected.unwrap_or(listed);
     let tools = specs
         .into_iter()

@@ -208,7 +208,11 @@ impl Function {
                 };
                 match outcome {
                     Ok(ok) => Ok(payload(result.ok(), ok)),
-                    Err(err) => Err(payload(result.err(), err).to_string()),
+                    Err(err) => match payload(result.err(), err) {
+                        // A string error reads best as itself, not as JSON text.
+                        Value::String(text) => Err(text),
+                        other => Err(other.to_string()),
+                    },
                 }
             }
             (ty, value) => Ok(to_json(ty, value)),
@@ -247,7 +251,7 @@ pub fn schema(ty: &Type) -> Value {
         Type::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
         Type::String => json!({"type": "string"}),
         Type::List(list) if list.ty() == Type::U8 => {
-            json!({"type": "string", "contentEncoding": "base64"})
+            json!({"type": "string", "contentEncoding": "base64", "description": "bytes, in padded standard base64"})
         }
         Type::List(list) => json!({"type": "array", "items": schema(&list.ty())}),
         Type::FixedLengthList(list) => {
@@ -362,9 +366,13 @@ pub fn from_json(ty: &Type, value: &Value, at: &str) -> Result<Val, String> {
         Type::U32 => int!(U32, u32),
         Type::S64 => int!(S64, i64),
         Type::U64 => int!(U64, u64),
-        Type::Float32 => {
-            float(value).map(|f| Val::Float32(f as f32)).map_or_else(|| wrong("a number"), Ok)
-        }
+        Type::Float32 => match float(value) {
+            Some(f) if f.is_finite() && f.abs() > f64::from(f32::MAX) => {
+                wrong("a number within the range of f32")
+            }
+            Some(f) => Ok(Val::Float32(f as f32)),
+            None => wrong("a number"),
+        },
         Type::Float64 => float(value).map(Val::Float64).map_or_else(|| wrong("a number"), Ok),
         Type::Char => {
             let mut chars = value.as_str().unwrap_or_default().chars();
@@ -510,7 +518,11 @@ fn single(value: &Value) -> Option<(&str, &Value)> {
 /// An integer from a JSON number or a decimal string (wide integers), as i128.
 fn integer(value: &Value) -> Option<i128> {
     match value {
-        Value::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
+        // `5.0` is an integer to JSON Schema (and to Python and most models), so here too.
+        Value::Number(n) => (n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)))
+            .or_else(|| {
+                n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e38).map(|f| f as i128)
+            }),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
@@ -552,7 +564,8 @@ pub fn to_json(ty: &Type, val: &Val) -> Value {
         (_, Val::U32(n)) => json!(n),
         (_, Val::S64(n)) => wide((*n).into()),
         (_, Val::U64(n)) => wide((*n).into()),
-        (_, Val::Float32(f)) => float((*f).into()),
+        // Through f32's shortest form, so 0.1 comes back as 0.1, not 0.10000000149011612.
+        (_, Val::Float32(f)) => float(f.to_string().parse().unwrap_or(f64::NAN)),
         (_, Val::Float64(f)) => float(*f),
         (_, Val::Char(c)) => json!(c.to_string()),
         (_, Val::String(s)) => json!(s),

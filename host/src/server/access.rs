@@ -146,15 +146,8 @@ pub struct Admitted {
 /// An event stream a client holds open: its request's concurrency slot and one of its key's
 /// stream places, both held by the task that feeds the stream until it ends.
 pub struct Streaming {
-    request: Admitted,
+    _request: Admitted,
     _place: OwnedSemaphorePermit,
-}
-
-impl Streaming {
-    /// The request the stream answers.
-    pub fn request(&self) -> &Admitted {
-        &self.request
-    }
 }
 
 impl Admitted {
@@ -171,7 +164,7 @@ impl Admitted {
             ),
             retry_after: Some(1),
         })?;
-        Ok(Streaming { request: self, _place: place })
+        Ok(Streaming { _request: self, _place: place })
     }
 }
 

@@ -303,9 +303,10 @@ async fn post(
         return Ok(listen(state, id, &message, streaming));
     }
     if method == "tools/call" && hears_call(state, session, stateless, &message) {
-        let streaming = admitted.into_stream()?;
+        // No stream place: the stream ends with its call, which holds the request's slot
+        // and its deadline like any call.
         let trace_id = from.trace_id;
-        return Ok(answer_streamed(state, streaming, session, stateless, trace_id, id, message));
+        return Ok(answer_streamed(state, admitted, session, stateless, trace_id, id, message));
     }
     let new_session = (method == "initialize").then(|| state.mcp.create(&admitted.client.name));
     let session = new_session.as_deref().or(session);
@@ -321,21 +322,38 @@ async fn post(
 }
 
 /// Whether the client of a `tools/call` hears something while it runs: a progress token,
-/// or a log level (its session's, or in a stateless request's `_meta`).
+/// or a log level (its session's, or in a stateless request's `_meta`). A malformed one
+/// does not count: [`call_tool`] refuses it in a plain answer.
 fn hears_call(state: &AppState, session: Option<&str>, stateless: bool, message: &Value) -> bool {
     let meta = &message["params"]["_meta"];
-    meta.get("progressToken").is_some()
+    progress_token(meta).is_ok_and(|t| t.is_some())
         || match stateless {
-            true => meta.get(LOG_LEVEL_META).is_some(),
+            true => meta
+                .get(LOG_LEVEL_META)
+                .and_then(Value::as_str)
+                .is_some_and(|l| Level::parse(l).is_ok()),
             false => state.mcp.level(session).is_some(),
         }
+}
+
+/// The request's progress token, which MCP allows to be a string or an integer.
+fn progress_token(meta: &Value) -> Result<Option<Value>, (i64, String)> {
+    match meta.get("progressToken") {
+        None => Ok(None),
+        Some(token @ Value::String(_)) => Ok(Some(token.clone())),
+        Some(token @ Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(token.clone())),
+        Some(other) => Err((
+            code::INVALID_PARAMS,
+            format!("_meta.progressToken must be a string or an integer, not {other}"),
+        )),
+    }
 }
 
 /// Answer request `id` as an SSE stream: the call's notifications as they happen, then the
 /// answer. A client that leaves stops the call.
 fn answer_streamed(
     state: &Arc<AppState>,
-    streaming: Streaming,
+    admitted: Admitted,
     session: Option<&str>,
     stateless: bool,
     trace_id: Option<String>,
@@ -349,7 +367,7 @@ fn answer_streamed(
         let notify = Some(tx.clone());
         let context = Context { session: session.as_deref(), stateless, notify, trace_id };
         tokio::select! {
-            answer = respond_cancellable(&state, streaming.request(), &context, id, &message) => {
+            answer = respond_cancellable(&state, &admitted, &context, id, &message) => {
                 let _ = tx.send(answer.to_string()).await;
             }
             () = tx.closed() => {}
@@ -472,12 +490,16 @@ async fn call_tool(
         args => args.clone(),
     };
     let meta = &params["_meta"];
-    let level = match context.stateless {
-        true => meta.get(LOG_LEVEL_META).and_then(Value::as_str).map(Level::parse).transpose(),
-        false => Ok(state.mcp.level(context.session)),
+    let level = match (context.stateless, meta.get(LOG_LEVEL_META)) {
+        (true, Some(Value::String(level))) => Level::parse(level).map(Some),
+        (true, Some(other)) => {
+            Err(format!("_meta[\"{LOG_LEVEL_META}\"] must be a level name, not {other}"))
+        }
+        (true, None) => Ok(None),
+        (false, _) => Ok(state.mcp.level(context.session)),
     };
     let level = level.map_err(|message| (code::INVALID_PARAMS, message))?;
-    let token = meta.get("progressToken").cloned();
+    let token = progress_token(meta)?;
     let mut options = CallOptions { trace_id: context.trace_id.clone(), ..CallOptions::default() };
     let allowlist = &admitted.client.allowlist;
     let metered = match &context.notify {
@@ -485,19 +507,19 @@ async fn call_tool(
             let (listened, mut events) = CallOptions::listened();
             options.events = listened.events;
             let mut notifier = Notifier::new(out.clone(), level, token);
-            notifier.started(name).await;
+            notifier.started(name);
             let call = state.invoker.call_with(allowlist, name, &args, &options);
             tokio::pin!(call);
             let metered = loop {
                 tokio::select! {
                     metered = &mut call => break metered,
-                    Some(event) = events.recv() => notifier.event(name, event).await,
+                    Some(event) = events.recv() => notifier.event(name, event),
                 }
             };
             while let Ok(event) = events.try_recv() {
-                notifier.event(name, event).await;
+                notifier.event(name, event);
             }
-            notifier.finished(name, &metered).await;
+            notifier.finished(name, &metered);
             metered
         }
         _ => state.invoker.call_with(allowlist, name, &args, &options).await,
@@ -508,10 +530,10 @@ async fn call_tool(
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let structured = match value {
-                Value::Object(_) => value,
-                other => json!({ "result": other }),
-            };
+            // The schema the listing advertised decides the shape, as it did there.
+            let target = state.invoker.router().resolve(name).ok();
+            let schema = target.as_ref().and_then(|t| t.tool().output_schema.as_ref());
+            let structured = crate::describe::structured(schema, value);
             Ok(json!({
                 "content": [{"type": "text", "text": text}],
                 "structuredContent": structured,

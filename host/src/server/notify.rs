@@ -89,15 +89,15 @@ impl Notifier {
     }
 
     /// Tell the client the call has started (progress 0).
-    pub async fn started(&mut self, tool: &str) {
+    pub fn started(&mut self, tool: &str) {
         if let Some(token) = &self.token {
             let report = progress(token, 0.0, None, Some(format!("calling {tool}")));
-            self.send(report).await;
+            self.send(report);
         }
     }
 
     /// Forward what the guest reported.
-    pub async fn event(&mut self, tool: &str, event: CallEvent) {
+    pub fn event(&mut self, tool: &str, event: CallEvent) {
         match event {
             CallEvent::Log { level, message, fields } => {
                 let fields: Map<String, Value> =
@@ -106,8 +106,7 @@ impl Notifier {
                     Level::of_guest(level),
                     tool,
                     json!({"message": message, "fields": fields}),
-                )
-                .await;
+                );
             }
             CallEvent::Progress { progress: done, total, message } => {
                 // Reports that do not move forward are dropped rather than break the rule.
@@ -117,13 +116,13 @@ impl Notifier {
                 }
                 let report = progress(token, done, total, message);
                 (self.last, self.total) = (done, total.or(self.total));
-                self.send(report).await;
+                self.send(report);
             }
         }
     }
 
     /// The host's line for the finished call, and the last progress report (the whole).
-    pub async fn finished(&mut self, tool: &str, metered: &Metered<Value>) {
+    pub fn finished(&mut self, tool: &str, metered: &Metered<Value>) {
         let (level, outcome) = match &metered.outcome {
             Ok(_) => (Level::Info, "ok".to_string()),
             Err(error) => (Level::Warning, format!("{}: {}", error.kind, error.message)),
@@ -131,7 +130,7 @@ impl Notifier {
         let micros = u64::try_from(metered.elapsed.as_micros()).unwrap_or(u64::MAX);
         let line = json!({"message": "tool call", "tool": tool, "outcome": outcome,
             "fuel": metered.usage.fuel, "memory_bytes": metered.usage.memory_bytes, "micros": micros});
-        self.log(level, "autoglm", line).await;
+        self.log(level, "autoglm", line);
         if let Some(token) = &self.token {
             let whole = self.total.unwrap_or(self.last).max(self.last);
             let (done, total) = match whole > self.last {
@@ -140,23 +139,23 @@ impl Notifier {
                 false => return,
             };
             let report = progress(token, done, Some(total), Some("done".to_string()));
-            self.send(report).await;
+            self.send(report);
         }
     }
 
-    async fn log(&self, level: Level, logger: &str, data: Value) {
+    fn log(&self, level: Level, logger: &str, data: Value) {
         if self.level.is_some_and(|wanted| level >= wanted) {
             let params = json!({"level": level.name(), "logger": logger, "data": data});
             self.send(
                 json!({"jsonrpc": "2.0", "method": "notifications/message", "params": params}),
-            )
-            .await;
+            );
         }
     }
 
-    async fn send(&self, notification: Value) {
-        // A client that left gets its answer dropped too; the call is not held up for it.
-        let _ = self.out.send(notification.to_string()).await;
+    fn send(&self, notification: Value) {
+        // Never awaited: a client that stops reading must not stall the call (its deadline
+        // runs inside it), so what does not fit is dropped. The answer comes after.
+        let _ = self.out.try_send(notification.to_string());
     }
 }
 
@@ -179,21 +178,19 @@ mod tests {
     async fn progress_only_moves_forward_and_ends_at_the_whole() {
         let (tx, mut rx) = mpsc::channel(16);
         let mut notifier = Notifier::new(tx, None, Some(json!("t")));
-        notifier.started("p.t").await;
+        notifier.started("p.t");
         for (done, total) in [(2.0, Some(4.0)), (1.0, None), (3.0, None)] {
             let event = CallEvent::Progress { progress: done, total, message: None };
-            notifier.event("p.t", event).await;
+            notifier.event("p.t", event);
         }
-        notifier
-            .finished(
-                "p.t",
-                &Metered {
-                    outcome: Ok(json!(1)),
-                    usage: Default::default(),
-                    elapsed: Default::default(),
-                },
-            )
-            .await;
+        notifier.finished(
+            "p.t",
+            &Metered {
+                outcome: Ok(json!(1)),
+                usage: Default::default(),
+                elapsed: Default::default(),
+            },
+        );
         drop(notifier);
         let mut seen = Vec::new();
         while let Some(line) = rx.recv().await {

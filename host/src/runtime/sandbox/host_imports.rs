@@ -8,9 +8,10 @@ use super::CallState;
 use super::context::CallEvent;
 use crate::contract::{CallContext, LogLevel, autoglm::plugin::host::Host, v0_1};
 
-/// What a progress report costs of the log budget besides its message: the budget is
-/// what bounds how much a guest can make the host forward.
-const PROGRESS_COST: usize = 32;
+/// What a log record or progress report costs of the log budget besides its text: the
+/// budget is what bounds how much a guest can make the host write and forward, so even an
+/// empty record costs something.
+const RECORD_COST: usize = 32;
 
 impl CallState {
     /// Take `size` bytes of the call's log budget; false (and the budget spent) when
@@ -27,7 +28,7 @@ impl CallState {
     fn write_log(&mut self, level: LogLevel, message: String, fields: Vec<(String, String)>) {
         let shown = if fields.is_empty() { String::new() } else { format!("{fields:?}") };
         // Guest log records share the call's log budget with its stdout and stderr.
-        if !self.spend(message.len() + shown.len()) {
+        if !self.spend(RECORD_COST + message.len() + shown.len()) {
             return;
         }
         // Debug-escaped: a guest cannot forge log lines with newlines or terminal codes.
@@ -86,7 +87,7 @@ impl Host for CallState {
         message: Option<String>,
     ) -> wasmtime::Result<()> {
         let finite = progress.is_finite() && total.is_none_or(f64::is_finite);
-        if finite && self.spend(PROGRESS_COST + message.as_ref().map_or(0, String::len)) {
+        if finite && self.spend(RECORD_COST + message.as_ref().map_or(0, String::len)) {
             self.scope.emit(CallEvent::Progress { progress, total, message });
         }
         Ok(())

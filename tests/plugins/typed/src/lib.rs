@@ -22,6 +22,14 @@ impl Guest for Typed {
         }
     }
 
+    fn pick(n: u32) -> Item {
+        match n {
+            0 => Item::Nothing,
+            1 => Item::Text("one".into()),
+            n => Item::Number(n),
+        }
+    }
+
     fn crash() {
         std::process::abort()
     }
