@@ -57,7 +57,7 @@ pub enum CallEvent {
 }
 
 /// The per-call part of [`CallOptions`] a Store holds.
-pub struct Scope {
+pub(super) struct Scope {
     pub(super) idempotency_key: String,
     pub(super) trace_id: Option<String>,
     pub(super) deadline: Instant,
@@ -66,7 +66,7 @@ pub struct Scope {
 
 impl Scope {
     /// The scope of a call under `options` that must end by `deadline`.
-    pub fn new(options: &CallOptions, deadline: Instant) -> Self {
+    pub(super) fn new(options: &CallOptions, deadline: Instant) -> Self {
         let key = (options.idempotency_key.clone())
             .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
         Self {

@@ -47,7 +47,8 @@ use limits::MemoryCap;
 use outbound::Outbound;
 use quota::Quotas;
 
-pub use context::{CallEvent, CallOptions, Scope};
+use context::Scope;
+pub use context::{CallEvent, CallOptions};
 
 /// A plugin ready to be called: its linked component, what it exports, grants and limits.
 pub struct Sandbox {
@@ -110,11 +111,6 @@ impl Sandbox {
     pub fn new(pre: InstancePre<CallState>, entry: Entry, policy: Policy, limits: Limits) -> Self {
         let gate = Gate::new(limits.concurrency, limits.queue);
         Self { pre, entry, policy: Arc::new(policy), limits, gate }
-    }
-
-    /// What the host calls in the component.
-    pub fn entry(&self) -> &Entry {
-        &self.entry
     }
 
     /// The plugin's name.
