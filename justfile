@@ -26,9 +26,9 @@ plugins:
 
 # Plugins that misbehave on purpose, for the sandbox tests (target/test-plugins/).
 test-plugins:
-    plugins-sdk/cargo-wasm build --profile plugin -p hostile -p incompatible -p typed -p legacy
+    plugins-sdk/cargo-wasm build --profile plugin -p hostile -p incompatible -p typed -p legacy -p orders
     mkdir -p target/test-plugins
-    for p in hostile incompatible typed legacy; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
+    for p in hostile incompatible typed legacy orders; do cp target/wasm32-wasip2/plugin/$p.wasm target/test-plugins/$p.wasm; done
 
 # Virtual environments with the real MCP (2.x and 1.x) and OpenAI clients, and transformers'
 # GGUF tokenizer converter (the engine tests' reference), pinned.
@@ -48,6 +48,10 @@ smollm2:
 # Debian's docker-registry (the CNCF distribution registry 2.8), the OCI plugin tests' registry.
 oci-registry:
     command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-registry; }
+
+# Debian's Postgres (15), for the tasks tests' shared journal (each test starts its own server).
+postgres:
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
 # llama.cpp prebuilt (node-llama-cpp 3.21.1, pinned by lock file), the engine benchmark's peer.
 llama-cpp-env:
@@ -84,7 +88,7 @@ eval-demo: plugins smollm2
     cargo run --release -p autoglm-host -- eval --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
-test: plugins test-plugins python-env templates-env smollm2 oci-registry
+test: plugins test-plugins python-env templates-env smollm2 oci-registry postgres
     cargo test --workspace --no-fail-fast
     cargo test -p autoglm-host --features otlp --test telemetry
     cargo test -p autoglm-bench --features report --test report
@@ -106,7 +110,7 @@ fuzz: plugins
 
 # Run every benchmark and write bench/REPORT.md with its charts (`just bench --quick`: under
 # 5 minutes once built, without the ~1B-parameter engine case).
-bench *FLAGS: plugins test-plugins bench-guests smollm2 llama-cpp-env
+bench *FLAGS: plugins test-plugins bench-guests smollm2 llama-cpp-env postgres
     #!/usr/bin/env bash
     set -euo pipefail
     quick=""
@@ -118,7 +122,7 @@ bench *FLAGS: plugins test-plugins bench-guests smollm2 llama-cpp-env
     done
     rm -rf target/bench
     export AUTOGLM_BENCH_OUT="$PWD/target/bench"
-    for b in sandbox_call agent http_throughput startup; do
+    for b in sandbox_call agent http_throughput startup tasks; do
         cargo bench -p autoglm-host --bench "$b" -- $quick
     done
     cargo bench -p autoglm-engine --bench engine -- $quick

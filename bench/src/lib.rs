@@ -19,6 +19,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("memory", "startup"),
     ("engine", "engine"),
     ("batching", "agent"),
+    ("tasks", "tasks"),
 ];
 
 /// One section of the report: what was measured, against which baseline, and the figures.

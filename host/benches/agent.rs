@@ -159,6 +159,7 @@ fn request(question: &str) -> AgentRequest {
         priority: Priority::Interactive,
         allowlist: Allowlist::everything("bench"),
         trace: None,
+        durable: None,
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tracing::Instrument;
 
-use autoglm_engine::chat::{ChatModel, TurnReply};
+use autoglm_engine::chat::{ChatModel, Turn, TurnReply};
 use autoglm_engine::template::python_json;
 use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams, ToolCall, ToolDef, TurnRequest};
 
@@ -21,6 +21,7 @@ use crate::metered::Metered;
 use crate::model::engine_error;
 use crate::router::{Router, Target};
 use crate::runtime::sandbox::CallOptions;
+use crate::tasks::DurableChat;
 use crate::trace::TraceContext;
 
 /// Runs conversations between a model and the loaded tools.
@@ -114,6 +115,9 @@ pub struct AgentRequest {
     pub allowlist: Allowlist,
     /// The request's trace, continued to a remote engine.
     pub trace: Option<TraceContext>,
+    /// Where the steps are journaled, for a durable request: steps an earlier attempt took
+    /// are replayed from there instead of being taken again.
+    pub durable: Option<Arc<DurableChat>>,
 }
 
 impl Agent {
@@ -130,7 +134,7 @@ impl Agent {
     /// Run the loop; steps and answer text are also sent to `events` as they happen.
     pub async fn run(
         &self,
-        request: AgentRequest,
+        mut request: AgentRequest,
         events: Option<UnboundedSender<AgentEvent>>,
     ) -> Result<Transcript, CallError> {
         let router = self.invoker.router();
@@ -142,7 +146,7 @@ impl Agent {
                 let _ = events.send(event);
             }
         };
-        let mut messages = request.messages;
+        let mut messages = std::mem::take(&mut request.messages);
         let mut outcome = Transcript {
             answer: String::new(),
             finish: Finish::MaxSteps,
@@ -150,28 +154,30 @@ impl Agent {
             prompt_tokens: 0,
             completion_tokens: 0,
         };
-        for _ in 0..self.max_steps {
+        let durable = request.durable.as_deref();
+        for index in 0..self.max_steps {
             let started = Instant::now();
-            let text = events.as_ref().map(|events| {
-                let (tx, mut rx) = unbounded_channel::<String>();
-                let events = events.clone();
-                tokio::spawn(async move {
-                    while let Some(piece) = rx.recv().await {
-                        let _ = events.send(AgentEvent::Text(piece));
-                    }
-                });
-                tx
-            });
-            let turn_request = TurnRequest {
-                messages: messages.clone(),
-                tools: defs.clone(),
-                params: request.params.clone(),
-                priority: request.priority,
-                traceparent: request.trace.as_ref().map(|t| t.child().header()),
+            let journaled = format!("turn-{index}");
+            let replayed = match durable {
+                Some(durable) => durable.replayed(&journaled).await,
+                None => None,
             };
-            let span = tracing::info_span!(target: "autoglm::engine", "model_turn", model = self.model.name());
-            let turn =
-                self.model.turn(turn_request, text).instrument(span).await.map_err(engine_error)?;
+            let turn = match replayed.and_then(|value| serde_json::from_value::<Turn>(value).ok()) {
+                Some(turn) => {
+                    if let TurnReply::Text(answer) = &turn.reply {
+                        emit(AgentEvent::Text(answer.clone()));
+                    }
+                    turn
+                }
+                None => {
+                    let turn = self.turn(&request, &messages, &defs, events.as_ref()).await?;
+                    if let Some(durable) = durable {
+                        let value = serde_json::to_value(&turn).unwrap_or_default();
+                        durable.record(&journaled, "model_turn", value).await?;
+                    }
+                    turn
+                }
+            };
             outcome.prompt_tokens += turn.prompt_tokens;
             outcome.completion_tokens += turn.completion_tokens;
             let produced = match &turn.reply {
@@ -191,6 +197,9 @@ impl Agent {
                 TurnReply::Text(answer) => {
                     outcome.answer = answer;
                     outcome.finish = if turn.truncated { Finish::Length } else { Finish::Stop };
+                    if let Some(durable) = durable {
+                        durable.finish().await?;
+                    }
                     log(&outcome);
                     return Ok(outcome);
                 }
@@ -201,7 +210,9 @@ impl Agent {
                         .push(ChatMessage::new(Role::Observation, python_json(&observation, None)));
                 }
                 TurnReply::Calls(calls) => {
-                    let steps = self.run_calls(&router, &offered, &request.allowlist, &calls).await;
+                    let steps = self
+                        .run_calls(&router, &offered, &request.allowlist, &calls, durable, index)
+                        .await?;
                     for (call, step) in calls.iter().zip(steps) {
                         let observation = match &step {
                             TraceStep::Tool { result: Some(result), .. } => {
@@ -221,22 +232,72 @@ impl Agent {
             }
         }
         outcome.answer = format!("I could not finish within {} steps.", self.max_steps);
+        if let Some(durable) = durable {
+            durable.finish().await?;
+        }
         log(&outcome);
         Ok(outcome)
     }
 
+    /// One model turn, its text streamed to `events` as it is generated.
+    async fn turn(
+        &self,
+        request: &AgentRequest,
+        messages: &[ChatMessage],
+        defs: &[ToolDef],
+        events: Option<&UnboundedSender<AgentEvent>>,
+    ) -> Result<Turn, CallError> {
+        let text = events.map(|events| {
+            let (tx, mut rx) = unbounded_channel::<String>();
+            let events = events.clone();
+            tokio::spawn(async move {
+                while let Some(piece) = rx.recv().await {
+                    let _ = events.send(AgentEvent::Text(piece));
+                }
+            });
+            tx
+        });
+        let turn_request = TurnRequest {
+            messages: messages.to_vec(),
+            tools: defs.to_vec(),
+            params: request.params.clone(),
+            priority: request.priority,
+            traceparent: request.trace.as_ref().map(|t| t.child().header()),
+        };
+        let span =
+            tracing::info_span!(target: "autoglm::engine", "model_turn", model = self.model.name());
+        self.model.turn(turn_request, text).instrument(span).await.map_err(engine_error)
+    }
+
     /// Run the calls of one turn concurrently, each in its own sandbox. A name is looked up
     /// among the offered tools first (the short names the model saw), then as any name the
-    /// router knows; either way the allowlist decides whether it runs.
+    /// router knows; either way the allowlist decides whether it runs. For a durable request, a call an earlier attempt finished is
+    /// replayed from the journal, and each new outcome is journaled as it arrives; a call
+    /// keeps its idempotency key across attempts.
     async fn run_calls(
         &self,
         router: &Router,
         offered: &[(Target, ToolDef)],
         allowlist: &Allowlist,
         calls: &[ToolCall],
-    ) -> Vec<TraceStep> {
+        durable: Option<&DurableChat>,
+        turn: usize,
+    ) -> Result<Vec<TraceStep>, CallError> {
         let mut running = tokio::task::JoinSet::new();
+        let mut steps: Vec<Option<TraceStep>> = vec![None; calls.len()];
         for (index, call) in calls.iter().enumerate() {
+            let journaled = format!("call-{turn}-{index}");
+            let mut options = CallOptions::default();
+            if let Some(durable) = durable {
+                let replayed = durable.replayed(&journaled).await;
+                if let Some(call) =
+                    replayed.and_then(|v| serde_json::from_value::<JournaledCall>(v).ok())
+                {
+                    steps[index] = Some(call.into());
+                    continue;
+                }
+                options.idempotency_key = Some(durable.call_key(&journaled).await);
+            }
             let target = match offered.iter().find(|(_, d)| d.name == call.name) {
                 Some((target, _)) => Ok(target.clone()),
                 None => self.invoker.resolve_for(allowlist, router, &call.name),
@@ -249,7 +310,6 @@ impl Agent {
                 async move {
                     let metered = match target {
                         Ok(target) => {
-                            let options = CallOptions::default();
                             invoker.call_target(&allowlist, &target, &arguments, &options).await
                         }
                         Err(error) => Metered::refused(error),
@@ -259,23 +319,27 @@ impl Agent {
                 .in_current_span(),
             );
         }
-        let mut steps: Vec<Option<TraceStep>> = vec![None; calls.len()];
         while let Some(joined) = running.join_next().await {
             let Ok((index, tool, arguments, metered)) = joined else { continue };
             let (result, error) = match metered.outcome {
                 Ok(value) => (Some(value), None),
                 Err(e) => (None, Some(Box::new(e))),
             };
-            steps[index] = Some(TraceStep::Tool {
+            let step = TraceStep::Tool {
                 tool,
                 arguments,
                 result,
                 error,
                 fuel: metered.usage.fuel,
                 latency_ms: metered.elapsed.as_secs_f64() * 1e3,
-            });
+            };
+            if let (Some(durable), Some(call)) = (durable, JournaledCall::of(&step)) {
+                let value = serde_json::to_value(&call).unwrap_or_default();
+                durable.record(&format!("call-{turn}-{index}"), "tool_call", value).await?;
+            }
+            steps[index] = Some(step);
         }
-        steps
+        Ok(steps
             .into_iter()
             .zip(calls)
             .map(|(step, call)| {
@@ -291,7 +355,49 @@ impl Agent {
                     latency_ms: 0.0,
                 })
             })
-            .collect()
+            .collect())
+    }
+}
+
+/// A tool call's step as a durable request's journal keeps it.
+#[derive(Serialize, serde::Deserialize)]
+struct JournaledCall {
+    tool: String,
+    arguments: Value,
+    result: Option<Value>,
+    error: Option<CallError>,
+    fuel: u64,
+    latency_ms: f64,
+}
+
+impl JournaledCall {
+    fn of(step: &TraceStep) -> Option<JournaledCall> {
+        match step {
+            TraceStep::Tool { tool, arguments, result, error, fuel, latency_ms } => {
+                Some(JournaledCall {
+                    tool: tool.clone(),
+                    arguments: arguments.clone(),
+                    result: result.clone(),
+                    error: error.as_deref().cloned(),
+                    fuel: *fuel,
+                    latency_ms: *latency_ms,
+                })
+            }
+            TraceStep::Model { .. } => None,
+        }
+    }
+}
+
+impl From<JournaledCall> for TraceStep {
+    fn from(call: JournaledCall) -> Self {
+        TraceStep::Tool {
+            tool: call.tool,
+            arguments: call.arguments,
+            result: call.result,
+            error: call.error.map(Box::new),
+            fuel: call.fuel,
+            latency_ms: call.latency_ms,
+        }
     }
 }
 

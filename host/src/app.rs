@@ -162,7 +162,7 @@ impl Host {
     /// Call tool `name` as the operator (every tool allowed), through the same path as
     /// every other caller.
     pub async fn call(&self, name: &str, args: &serde_json::Value) -> Metered<serde_json::Value> {
-        self.invoker.call(&Allowlist::everything("operator"), name, args).await
+        self.invoker.call(&Allowlist::operator(), name, args).await
     }
 
     /// Load the model `settings` name and put an agent between it and this host's tools;
@@ -202,6 +202,28 @@ fn forget_prefixes_on_change(invoker: &Invoker, prefix: Arc<autoglm_engine::Pref
             prefix.clear();
         }
     });
+}
+
+/// Open the tasks' journal `config` names and start running tasks; when it cannot be
+/// opened, why (logged), so the server answers `/v1/tasks` with it and serves tool calls.
+pub async fn start_tasks(
+    config: &Config,
+    invoker: Arc<Invoker>,
+    callers: crate::tasks::CallerCheck,
+) -> Result<Arc<crate::tasks::Tasks>, String> {
+    match crate::tasks::Tasks::open(config, invoker, callers).await {
+        Ok(tasks) => {
+            tasks.start();
+            tracing::info!(journal = %tasks.store(), templates = tasks.templates().len(), "tasks ready");
+            Ok(tasks)
+        }
+        Err(error) => {
+            let reason = format!("{error:#}");
+            tracing::error!(%reason, "tasks unavailable; tool calls still serve");
+            eprintln!("autoglm: tasks unavailable: {reason}");
+            Err(reason)
+        }
+    }
 }
 
 /// How long `serve` waits for one plugin source at start.

@@ -39,6 +39,11 @@ pub struct Config {
     /// Where spans are exported (OpenTelemetry), if anywhere.
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// Directory for the host's own durable data (the tasks' SQLite journal).
+    pub data_dir: Option<PathBuf>,
+    /// Multi-stage tasks: their journal, templates and leases (`[tasks]`).
+    #[serde(default)]
+    pub tasks: TasksSettings,
     /// What the file says that still works but should change (deprecated keys), for the
     /// command to report once logging is set up.
     #[serde(skip)]
@@ -54,6 +59,58 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// The `service.name` the spans carry (default `autoglm`).
     pub service_name: Option<String>,
+}
+
+/// The `[tasks]` section: where tasks are journaled and how replicas share them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksSettings {
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB` (default: `tasks.db` in the data
+    /// directory).
+    pub database: Option<String>,
+    /// Directory of task templates (`NAME.toml`; default `tasks`, when it exists).
+    pub dir: Option<PathBuf>,
+    /// Days finished tasks are kept.
+    pub retain_days: u64,
+    /// How long a replica's claim on a task lasts without a heartbeat; another replica
+    /// resumes the task once it expires.
+    pub lease_ms: u64,
+    /// Tasks one replica runs at once.
+    pub concurrency: usize,
+    /// How often a replica looks for tasks to run that it was not told about (submitted to
+    /// another replica, resumed by an operator there, or left by a dead one).
+    pub poll_ms: u64,
+}
+
+impl Default for TasksSettings {
+    fn default() -> Self {
+        Self {
+            database: None,
+            dir: None,
+            retain_days: 7,
+            lease_ms: 15_000,
+            concurrency: 64,
+            poll_ms: 500,
+        }
+    }
+}
+
+impl TasksSettings {
+    fn check(&self) -> anyhow::Result<()> {
+        check_range("[tasks]", "lease_ms", Some(self.lease_ms), 100, 3_600_000)?;
+        check_range("[tasks]", "poll_ms", Some(self.poll_ms), 10, 60_000)?;
+        check_range("[tasks]", "retain_days", Some(self.retain_days), 1, 36_500)?;
+        check_range("[tasks]", "concurrency", Some(self.concurrency as u64), 1, 10_000)
+    }
+}
+
+/// Where the host keeps its durable data unless the config says otherwise.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("autoglm")
 }
 
 /// The plugins directory used when neither the command line nor the config names one.
@@ -492,6 +549,21 @@ impl ServerSettings {
         for (key, value, low, high) in checks {
             check_range("[server]", key, Some(value), low, high)?;
         }
+        // A key's name is who owns its tasks: two keys of one name would share them.
+        let mut names = std::collections::BTreeSet::new();
+        for key in &self.keys {
+            anyhow::ensure!(
+                !matches!(key.name.as_str(), "operator" | "anonymous"),
+                "[[server.keys]] name = \"{}\" is reserved (the command line's and a keyless \
+                 server's caller): choose another name",
+                key.name
+            );
+            anyhow::ensure!(
+                names.insert(key.name.as_str()),
+                "[[server.keys]] name = \"{}\" is used twice: each key needs a name of its own",
+                key.name
+            );
+        }
         Ok(())
     }
 }
@@ -561,6 +633,19 @@ impl Config {
         self.cache_dir.clone().unwrap_or_else(default_cache_dir)
     }
 
+    /// The tasks' journal: `[tasks] database`, else `tasks.db` in the data directory.
+    pub fn tasks_database(&self) -> String {
+        self.tasks.database.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+            format!("sqlite:{}", dir.join("tasks.db").display())
+        })
+    }
+
+    /// The task templates' directory: `[tasks] dir`, else `tasks`.
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.tasks.dir.clone().unwrap_or_else(|| PathBuf::from("tasks"))
+    }
+
     /// `./autoglm.toml` when it exists, else the built-in defaults.
     pub fn load_default_or(path: Option<&Path>) -> anyhow::Result<Config> {
         match path {
@@ -578,6 +663,14 @@ impl Config {
         };
         self.plugins_dir.as_mut().map(rebase);
         self.cache_dir.as_mut().map(rebase);
+        self.data_dir.as_mut().map(rebase);
+        self.tasks.dir.as_mut().map(rebase);
+        let database = self.tasks.database.as_deref();
+        if let Some(path) = database.and_then(|d| d.strip_prefix("sqlite:"))
+            && Path::new(path).is_relative()
+        {
+            self.tasks.database = Some(format!("sqlite:{}", base.join(path).display()));
+        }
         for grants in self.plugins.grants.values_mut() {
             for dir in &mut grants.dirs {
                 rebase(&mut dir.host);
@@ -592,6 +685,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.limits.check("[limits]")?;
         self.server.check()?;
+        self.tasks.check()?;
         let mut names = std::collections::BTreeSet::new();
         for source in &self.plugins.sources {
             anyhow::ensure!(

@@ -6,10 +6,10 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What went wrong with a tool call, as a stable machine-readable kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// No loaded plugin offers a tool by that name.
@@ -62,6 +62,10 @@ pub enum ErrorKind {
     EngineError,
     /// The remote (upstream) model answered with an error or not at all.
     UpstreamError,
+    /// The task is not in a state that allows the action (resume a task that is running).
+    Conflict,
+    /// The tasks' journal (SQLite or Postgres) cannot be reached or read.
+    JournalUnavailable,
 }
 
 impl ErrorKind {
@@ -93,6 +97,8 @@ impl ErrorKind {
             Self::EngineUnavailable => "engine_unavailable",
             Self::EngineError => "engine_error",
             Self::UpstreamError => "upstream_error",
+            Self::Conflict => "conflict",
+            Self::JournalUnavailable => "journal_unavailable",
         }
     }
 
@@ -103,12 +109,12 @@ impl ErrorKind {
             Self::Unauthorized => 401,
             Self::PermissionDenied | Self::ForbiddenOrigin => 403,
             Self::UnknownTool | Self::NotFound => 404,
-            Self::AmbiguousTool => 409,
+            Self::AmbiguousTool | Self::Conflict => 409,
             Self::BodyTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::ToolError => 422,
             Self::Overloaded | Self::RateLimited => 429,
-            Self::Loading | Self::EngineUnavailable => 503,
+            Self::Loading | Self::EngineUnavailable | Self::JournalUnavailable => 503,
             Self::Timeout => 504,
             Self::OutOfFuel
             | Self::MemoryLimit
@@ -130,7 +136,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A failed tool call: its kind, a message saying what to change, and where it happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallError {
     /// The stable kind.
     pub kind: ErrorKind,

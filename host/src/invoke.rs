@@ -18,14 +18,23 @@ use crate::registry::LiveRegistry;
 use crate::router::{Router, Target};
 use crate::runtime::sandbox::CallOptions;
 
-/// Which tools a caller may run: an API key's `tools` list, or every tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller name of the operator at the command line, who may call every tool.
+pub const OPERATOR: &str = "operator";
+
+/// Which tools a caller may run: an API key's `tools` list, or every tool. A task keeps its
+/// submitter's list in the journal, so it is serialized.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Allowlist {
     caller: String,
     tools: Option<Vec<String>>,
 }
 
 impl Allowlist {
+    /// The operator at the command line: every tool.
+    pub fn operator() -> Self {
+        Self::everything(OPERATOR)
+    }
+
     /// Every tool, for callers the operator trusts (the CLI, a server without keys).
     pub fn everything(caller: impl Into<String>) -> Self {
         Self { caller: caller.into(), tools: None }
@@ -34,6 +43,11 @@ impl Allowlist {
     /// Only the tools `patterns` name (`plugin.tool` or `plugin.*`), or all when None.
     pub fn new(caller: impl Into<String>, patterns: Option<Vec<String>>) -> Self {
         Self { caller: caller.into(), tools: patterns }
+    }
+
+    /// The caller's name: an API key's, `anonymous` or `operator`.
+    pub fn caller(&self) -> &str {
+        &self.caller
     }
 
     /// Whether the list names tools (an unrestricted caller may call everything).

@@ -2,7 +2,7 @@
 //! every call in a fresh, limited sandbox under the operator's policy.
 //!
 //! Modules import only the layers below their own (checked by `tests/layers.rs`):
-//! [`server`] -> [`app`] -> [`agent`] -> [`invoke`] and [`model`] -> [`router`] and
+//! [`server`] -> [`app`] -> [`agent`] -> [`tasks`] -> [`invoke`] and [`model`] -> [`router`] and
 //! [`distribution`] -> [`registry`] -> [`runtime`] (the sandbox) -> [`policy`] and
 //! [`signing`] -> [`config`] -> [`error`]. The
 //! language model is the `autoglm-engine` crate, a dependency below all of them.
@@ -28,5 +28,6 @@ pub mod runtime;
 pub mod scaffold;
 pub mod server;
 pub mod signing;
+pub mod tasks;
 pub mod telemetry;
 pub mod trace;

@@ -103,10 +103,48 @@ enum Command {
     },
     /// Generate text with a local GLM-4 family checkpoint, streaming the tokens.
     Generate(cli::generate::GenerateArgs),
+    /// Run multi-stage tasks and look at them (journaled where `serve` journals them).
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// Score a model's tool calling on a JSON lines file of cases.
     Eval {
         #[command(flatten)]
         eval: cli::eval::EvalArgs,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Run a spec file (JSON or TOML) or a template by name, wait until it settles, and
+    /// print its stages; exits 4 when it did not succeed.
+    Run {
+        /// A spec file, or a template's name (`tasks/NAME.toml`).
+        target: String,
+        /// The inputs, as a JSON object.
+        #[arg(long)]
+        input: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Print a task with its stage timeline.
+    Show {
+        /// The task's id.
+        id: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// List the newest tasks.
+    List {
+        /// Only tasks in this state (`running`, `paused`, `compensation_failed`, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
         #[command(flatten)]
         host: HostArgs,
     },
@@ -256,6 +294,9 @@ impl Command {
             | Command::Chat { host, .. }
             | Command::Mcp { host }
             | Command::Eval { host, .. }
+            | Command::Task { command: TaskCommand::Run { host, .. } }
+            | Command::Task { command: TaskCommand::Show { host, .. } }
+            | Command::Task { command: TaskCommand::List { host, .. } }
             | Command::Plugin { command: PluginCommand::Pull { host, .. } } => Some(host),
             Command::Plugin { .. } | Command::New { .. } | Command::Generate(_) => None,
         }
@@ -339,6 +380,15 @@ async fn run(
             };
             tokio::task::spawn_blocking(move || cli::eval::run(&eval, &tools, &call)).await?
         }
+        Command::Task { command } => match command {
+            TaskCommand::Run { target, input, .. } => {
+                cli::task::run(&settings()?, &target, input.as_deref()).await
+            }
+            TaskCommand::Show { id, .. } => cli::task::show(&settings()?, &id).await,
+            TaskCommand::List { state, limit, .. } => {
+                cli::task::list(&settings()?, state.as_deref(), limit).await
+            }
+        },
         Command::Tools { json, .. } => {
             let (host, errors) = Host::open(&settings()?).await?;
             warn_failed(&errors);
@@ -411,7 +461,11 @@ async fn run(
             if let Some(served) = model.agent(&settings.config, &host).await? {
                 state = state.with_agent(served.agent, served.stats);
             }
-            let state = Arc::new(state);
+            let callers = state.access.caller_check();
+            let tasks =
+                autoglm_host::app::start_tasks(&settings.config, host.invoker.clone(), callers)
+                    .await;
+            let state = Arc::new(state.with_tasks(tasks));
             let chat = match &state.agent {
                 Some(agent) => {
                     format!("chat at /v1/chat/completions with {}", agent.model().name())
@@ -438,12 +492,12 @@ async fn run(
         Command::Mcp { .. } => {
             let settings = settings()?;
             let host = Host::start(&settings)?;
-            let state = Arc::new(AppState::new(
-                host.invoker.clone(),
-                settings.config.server.clone(),
-                true,
-            )?);
-            autoglm_host::server::stdio::serve(state).await?;
+            let state = AppState::new(host.invoker.clone(), settings.config.server.clone(), true)?;
+            let callers = state.access.caller_check();
+            let tasks =
+                autoglm_host::app::start_tasks(&settings.config, host.invoker.clone(), callers)
+                    .await;
+            autoglm_host::server::stdio::serve(Arc::new(state.with_tasks(tasks))).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

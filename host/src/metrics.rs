@@ -36,6 +36,96 @@ struct HttpLabels {
     status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// What the tasks' runner reports: counts by state, stage latency, retries, compensations,
+/// resumes and lease takeovers.
+pub struct TaskMetrics {
+    states: Family<StateLabels, Gauge>,
+    stage_latency: Histogram,
+    retries: Counter,
+    compensations: Counter,
+    resumes: Counter,
+    takeovers: Counter,
+}
+
+impl TaskMetrics {
+    fn new() -> Self {
+        Self {
+            // 100 us to ~30 min: a stage is a tool call, queueing and retries included.
+            stage_latency: Histogram::new(exponential_buckets(0.0001, 4.0, 12)),
+            states: Family::default(),
+            retries: Counter::default(),
+            compensations: Counter::default(),
+            resumes: Counter::default(),
+            takeovers: Counter::default(),
+        }
+    }
+
+    fn register(&self, registry: &mut MetricRegistry) {
+        registry.register("tasks", "Tasks in the journal by state", self.states.clone());
+        registry.register(
+            "task_stage_seconds",
+            "Time from a stage's start to its result, retries included",
+            self.stage_latency.clone(),
+        );
+        registry.register(
+            "task_stage_retries",
+            "Stage and compensation retries",
+            self.retries.clone(),
+        );
+        registry.register(
+            "task_compensations",
+            "Compensation calls that succeeded",
+            self.compensations.clone(),
+        );
+        registry.register(
+            "task_resumes",
+            "Tasks resumed by an operator (resume, retry, abort)",
+            self.resumes.clone(),
+        );
+        registry.register(
+            "task_lease_takeovers",
+            "Tasks taken over from a replica whose lease expired",
+            self.takeovers.clone(),
+        );
+    }
+
+    /// Set the count of tasks in `state`.
+    pub fn set_state(&self, state: &str, count: u64) {
+        let gauge = self.states.get_or_create(&StateLabels { state: state.to_string() });
+        gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// A stage ended (succeeded, or failed past its retries) after `seconds`.
+    pub fn stage_done(&self, seconds: f64) {
+        self.stage_latency.observe(seconds);
+    }
+
+    /// A stage or compensation is retried.
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+
+    /// A compensation succeeded.
+    pub fn compensated(&self) {
+        self.compensations.inc();
+    }
+
+    /// An operator resumed, retried or aborted a task.
+    pub fn resumed(&self) {
+        self.resumes.inc();
+    }
+
+    /// A replica took a task over from one whose lease expired.
+    pub fn taken_over(&self) {
+        self.takeovers.inc();
+    }
+}
+
 /// The local engine's batching counters at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ModelCounters {
@@ -66,6 +156,7 @@ pub struct Metrics {
     http: Family<HttpLabels, Counter>,
     connections: Gauge,
     model: [(&'static str, Gauge); 10],
+    tasks: TaskMetrics,
 }
 
 impl Default for Metrics {
@@ -124,7 +215,20 @@ impl Default for Metrics {
             registry.register(name, help, gauge.clone());
             (name, gauge)
         });
-        Self { registry, calls, latency, fuel, memory_peak, in_flight, http, connections, model }
+        let tasks = TaskMetrics::new();
+        tasks.register(&mut registry);
+        Self {
+            registry,
+            calls,
+            latency,
+            fuel,
+            memory_peak,
+            in_flight,
+            http,
+            connections,
+            model,
+            tasks,
+        }
     }
 }
 
@@ -168,6 +272,11 @@ impl Metrics {
         let peak = self.memory_peak.get_or_create(&PluginLabels { plugin: plugin.to_string() });
         let memory = metered.usage.memory_bytes as u64;
         peak.inner().fetch_max(memory, Ordering::Relaxed);
+    }
+
+    /// The tasks' metrics.
+    pub fn tasks(&self) -> &TaskMetrics {
+        &self.tasks
     }
 
     /// Count an HTTP connection as open until the returned guard drops.

@@ -32,6 +32,7 @@ async fn ask(agent: &Agent, question: &str) -> Transcript {
         priority: Priority::Interactive,
         allowlist: Allowlist::everything("test"),
         trace: None,
+        durable: None,
     };
     agent.run(request, None).await.unwrap()
 }
@@ -237,6 +238,7 @@ async fn a_reload_that_changes_the_tools_empties_the_prefix_cache() {
             priority: Priority::Interactive,
             allowlist: Allowlist::everything("test"),
             trace: None,
+            durable: None,
         };
         served.agent.run(request, None).await.unwrap();
     }

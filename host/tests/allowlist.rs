@@ -3,13 +3,14 @@
 //! its observation, and the tool never runs. Once with a scripted model in this process, once
 //! with a real remote upstream process behind `autoglm serve --upstream`.
 
-use std::io::BufRead;
 use std::sync::Arc;
 
 use autoglm_engine::{ChatMessage, Priority, Role, SamplingParams};
 use autoglm_host::agent::{Agent, AgentRequest, TraceStep};
 use autoglm_host::invoke::Allowlist;
-use autoglm_test_support::host::{ServeProcess, config, host, http, plugins_dir, workspace_dir};
+use autoglm_test_support::host::{
+    ScriptedUpstream, ServeProcess, config, host, http, plugins_dir, workspace_dir,
+};
 use autoglm_test_support::scripted::{ScriptedModel, call};
 use serde_json::{Value, json};
 
@@ -41,6 +42,7 @@ async fn a_tool_the_model_was_not_offered_is_refused_and_never_runs() {
         priority: Priority::Interactive,
         allowlist: Allowlist::new("calculator-only", Some(vec!["calculator.*".into()])),
         trace: None,
+        durable: None,
     };
     let transcript = agent.run(request, None).await.unwrap();
 
@@ -77,37 +79,9 @@ fn assert_counted_as_refused(metrics: &str) {
     );
 }
 
-/// The scripted upstream (host/tests/fixtures/scripted_upstream.py), killed when dropped.
-struct Upstream {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Upstream {
-    fn start(tool: &str, arguments: &Value) -> Self {
-        let script = workspace_dir().join("host/tests/fixtures/scripted_upstream.py");
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .args([tool, &arguments.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs the scripted upstream");
-        let mut port = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
-        Self { child, url: format!("127.0.0.1:{}", port.trim()) }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_model_cannot_run_a_tool_outside_the_key_allowlist() {
-    let upstream = Upstream::start("notes.write", &write_arguments());
+    let upstream = ScriptedUpstream::start(&[("notes.write", write_arguments())]);
     let plugins = plugins_dir(&["calculator", "notes"]);
     let notes = tempfile::tempdir().unwrap();
     let config_file = plugins.path().join("autoglm.toml");

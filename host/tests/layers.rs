@@ -19,6 +19,7 @@ const HOST_LAYERS: &[(&str, &[&str])] = &[
     ("registry", &["registry"]),
     ("router and distribution", &["router", "distribution"]),
     ("invoke, model and descriptions", &["invoke", "model", "describe", "eval"]),
+    ("tasks", &["tasks"]),
     ("agent", &["agent"]),
     ("app", &["app", "scaffold"]),
     ("server", &["server"]),

@@ -17,13 +17,14 @@ DEMO_MODEL = ROOT / "models" / "autoglm-demo"
 
 
 class Server:
-    def __init__(self, tmp: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, tmp: Path, extra_args: tuple[str, ...] = (), config: str = ""):
         self.plugins = tmp / "plugins"
         self.plugins.mkdir()
         for name in ("weather", "calculator"):
             self.add_plugin(name)
         self.config = tmp / "autoglm.toml"
-        self.config.write_text(f'cache_dir = "{TARGET / "test-component-cache"}"\n')
+        # Each server journals its tasks apart from the others' and from the user's own.
+        self.config.write_text(f'cache_dir = "{TARGET / "test-component-cache"}"\ndata_dir = "{tmp / "data"}"\n{config}')
         self.binary = os.environ.get("AUTOGLM_BIN", str(TARGET / "debug" / "autoglm"))
         self.process = subprocess.Popen(
             [self.binary, "serve", "--addr", "127.0.0.1:0", "--plugins", str(self.plugins), "--config", str(self.config), *extra_args],

@@ -158,3 +158,40 @@ async def test_stdio_session_hears_logs_at_its_level(server):
         result = await client.call_tool("hostile.report", {})
         assert result.is_error is False
         assert logs[:2] == ["starting", "almost done"], logs
+
+
+async def test_task_templates_are_tools_that_answer_with_the_final_state(tmp_path):
+    from conftest import Server
+
+    effects, templates = tmp_path / "effects", tmp_path / "templates"
+    effects.mkdir()
+    templates.mkdir()
+    (templates / "restock.toml").write_text(
+        'description = "Lock stock for a SKU, then pay for it"\n'
+        '[inputs.sku]\ntype = "string"\n'
+        '[[stages]]\nname = "lock"\ntool = "orders.act"\nargs = { stage = { "$ref" = "input.sku" } }\n'
+        '[[stages]]\nname = "pay"\ntool = "orders.act"\nargs = { stage = "pay", given = { "$ref" = "lock.result.id" } }\n'
+    )
+    config = f'[tasks]\ndir = "{templates}"\n[[plugins.orders.dirs]]\nhost = "{effects}"\nguest = "/data"\nmode = "rw"\n'
+    server = Server(tmp_path, config=config)
+    try:
+        server.add_test_plugin("orders")
+        async with Client(server.url, mode="legacy") as client:
+            await wait_for_tool(client, "orders.act")
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            restock = tools["task.restock"]
+            assert restock.description == "Lock stock for a SKU, then pay for it"
+            assert restock.input_schema["required"] == ["sku"]
+
+            result = await client.call_tool("task.restock", {"sku": "sku-7"})
+            assert result.is_error is False, result
+            task = result.structured_content
+            assert task["state"] == "succeeded"
+            assert [s["state"] for s in task["stages"]] == ["succeeded", "succeeded"]
+            assert task["stages"][1]["result"]["given"] == task["stages"][0]["result"]["id"]
+            assert "done sku-7" in (effects / "log").read_text()
+
+            wrong = await client.call_tool("task.restock", {"sku": 7})
+            assert wrong.is_error is True and "inputs.sku" in wrong.content[0].text
+    finally:
+        server.stop()

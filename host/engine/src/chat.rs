@@ -11,7 +11,8 @@ use crate::turn::TurnRequest;
 use crate::{Engine, EngineError, FinishReason, Reply, SamplingParams, StreamParser, ToolCall};
 
 /// What the assistant did in one turn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TurnReply {
     /// It answered.
     Text(String),
@@ -26,8 +27,8 @@ pub enum TurnReply {
     },
 }
 
-/// One assistant turn with its token counts.
-#[derive(Debug, Clone)]
+/// One assistant turn with its token counts (serialized when a durable request journals it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Turn {
     /// The reply.
     pub reply: TurnReply,

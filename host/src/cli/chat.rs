@@ -40,6 +40,7 @@ pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<
             priority: Priority::Interactive,
             allowlist: Allowlist::everything("cli"),
             trace: None,
+            durable: None,
         };
         let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
         let running = {

@@ -1,10 +1,11 @@
-//! Commands of the `autoglm` binary: those that drive the language-model engine, and
-//! plugin distribution.
+//! Commands of the `autoglm` binary: those that drive the language-model engine, plugin
+//! distribution and tasks.
 
 pub mod chat;
 pub mod eval;
 pub mod generate;
 pub mod plugin;
+pub mod task;
 
 /// A progress bar for loading a checkpoint, one tick per layer.
 pub fn load_bar(model: &std::path::Path) -> indicatif::ProgressBar {

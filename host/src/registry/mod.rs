@@ -195,6 +195,9 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// The plugin name no file may take: task templates are offered as its tools.
+pub const RESERVED_NAME: &str = "task";
+
 /// The `*.wasm` files of `dir`, sorted by name.
 pub fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -231,6 +234,14 @@ pub async fn load_plugin(
              `__` and not starting or ending with '_' (the name becomes the `plugin` in \
              `plugin.tool`); rename the file"
                 .into(),
+        ));
+    }
+    if name == RESERVED_NAME {
+        return Err(fail(
+            ErrorKind::IncompatiblePlugin,
+            format!(
+                "`{RESERVED_NAME}` is reserved: MCP offers the task templates as `{RESERVED_NAME}.NAME`                  tools; rename the file"
+            ),
         ));
     }
     let cannot_read = |e| fail(ErrorKind::IncompatiblePlugin, format!("cannot read: {e}"));

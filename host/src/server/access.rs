@@ -11,7 +11,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ApiKeyConfig, ServerSettings};
 use crate::error::{CallError, ErrorKind};
-use crate::invoke::Allowlist;
+use crate::invoke::{Allowlist, OPERATOR};
+use crate::tasks::CallerCheck;
 
 /// Environment variable with comma-separated API keys, added to the config's.
 pub const API_KEYS_ENV: &str = "AUTOGLM_API_KEYS";
@@ -276,6 +277,31 @@ impl Access {
     /// concurrency limits; for callers with no address (stdio).
     pub fn admit(&self, authorization: Option<&str>) -> Result<Admitted, Refusal> {
         self.authenticate(authorization, None)?.enter()
+    }
+
+    /// What a task's submitter may call now, by these rules: an API key's current list (a key
+    /// removed since the task was submitted may call nothing), everything for a server
+    /// without keys, and the stored list for tasks the operator started from the CLI.
+    pub fn caller_check(&self) -> CallerCheck {
+        let keys: Vec<Allowlist> = self.keys.iter().map(|k| k.allowlist.clone()).collect();
+        let anonymous = self.anonymous.as_ref().map(|a| a.allowlist.clone());
+        Arc::new(move |caller: &Allowlist| {
+            if let Some(key) = keys.iter().find(|k| k.caller() == caller.caller()) {
+                return Ok(key.clone());
+            }
+            match (&anonymous, caller.caller()) {
+                (Some(everyone), "anonymous") => Ok(everyone.clone()),
+                (_, name) if name == OPERATOR => Ok(caller.clone()),
+                _ => Err(CallError::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "API key `{}`, which submitted this task, is not configured on this server; \
+                         add it back to [[server.keys]] or abort the task",
+                        caller.caller()
+                    ),
+                )),
+            }
+        })
     }
 
     /// The client behind `authorization`, its rate limit charged, but no concurrency slot

@@ -467,6 +467,7 @@ fn list_tools(state: &AppState, admitted: &Admitted, stateless: bool) -> Value {
     let tools: Vec<Value> = (router.targets().iter())
         .filter(|t| admitted.client.allowlist.permits(&t.id()))
         .map(|t| ToolDescription::new(&router, t).mcp())
+        .chain(super::tasks::mcp_tools(state, &admitted.client.allowlist))
         .collect();
     let mut result = json!({ "tools": tools });
     if stateless {
@@ -489,6 +490,14 @@ async fn call_tool(
         Value::Null => json!({}),
         args => args.clone(),
     };
+    let allowlist = &admitted.client.allowlist;
+    let trace = context.trace_id.clone();
+    if let Some(ran) = super::tasks::mcp_call(state, allowlist, name, &args, trace).await {
+        return ran.or_else(|error| match error.kind {
+            ErrorKind::NotFound => Err((code::INVALID_PARAMS, error.message)),
+            _ => Ok(error_result(&error)),
+        });
+    }
     let meta = &params["_meta"];
     let level = match (context.stateless, meta.get(LOG_LEVEL_META)) {
         (true, Some(Value::String(level))) => Level::parse(level).map(Some),
@@ -501,7 +510,6 @@ async fn call_tool(
     let level = level.map_err(|message| (code::INVALID_PARAMS, message))?;
     let token = progress_token(meta)?;
     let mut options = CallOptions { trace_id: context.trace_id.clone(), ..CallOptions::default() };
-    let allowlist = &admitted.client.allowlist;
     let metered = match &context.notify {
         Some(out) if level.is_some() || token.is_some() => {
             let (listened, mut events) = CallOptions::listened();
@@ -544,11 +552,16 @@ async fn call_tool(
             Err((code::INVALID_PARAMS, error.message))
         }
         // Bad arguments and tool failures go back as results so the model can correct itself.
-        Err(error) => Ok(json!({
-            "content": [{"type": "text", "text": format!("{}: {}", error.kind, error.message)}],
-            "isError": true,
-        })),
+        Err(error) => Ok(error_result(&error)),
     }
+}
+
+/// A failed call as a `tools/call` result the model reads.
+fn error_result(error: &crate::error::CallError) -> Value {
+    json!({
+        "content": [{"type": "text", "text": format!("{}: {}", error.kind, error.message)}],
+        "isError": true,
+    })
 }
 
 fn server_info() -> Value {

@@ -12,6 +12,7 @@ mod openai;
 pub mod respond;
 mod state;
 pub mod stdio;
+mod tasks;
 mod tools;
 
 use std::convert::Infallible;
@@ -165,6 +166,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, p) if p.starts_with("/v1/tools/") => "tool_call",
         (_, "/v1/models") => "models",
         (_, "/v1/chat/completions") => "chat",
+        (_, p) if p == "/v1/tasks" || p.starts_with("/v1/tasks/") => "tasks",
         _ => "other",
     }
 }
@@ -230,6 +232,9 @@ async fn dispatch(
                 if let Some(stats) = &state.model_stats {
                     state.invoker.metrics().observe_model(&crate::model::counters(stats));
                 }
+                if let Ok(tasks) = &state.tasks {
+                    tasks.observe().await;
+                }
                 state.invoker.metrics().render()
             }))
             .expect("static headers are valid")),
@@ -241,7 +246,13 @@ async fn dispatch(
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
             let trace = parts.extensions.get::<TraceContext>().cloned();
-            openai::chat(state, admitted, parse_json(&body)?, trace).await
+            let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+            openai::chat(state, admitted, parse_json(&body)?, trace, key).await
+        }
+        (method, p) if p == "/v1/tasks" || p.starts_with("/v1/tasks/") => {
+            let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());
+            let query = parts.uri.query();
+            tasks::handle(state, admitted, &method, p, query, &body, trace).await
         }
         (_, "/mcp") => {
             let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());

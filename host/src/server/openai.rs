@@ -45,6 +45,7 @@ pub async fn chat(
     admitted: Admitted,
     request: Value,
     trace: Option<TraceContext>,
+    idempotency_key: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
     if !request.is_object() || !request["messages"].is_array() {
         return Err(bad("the body must be an object with a `messages` array").into());
@@ -75,6 +76,13 @@ pub async fn chat(
     };
 
     let client_tools = parse_tools(&request["tools"])?;
+    if client_tools.is_some() && !request["autoglm"]["durable"].is_null() {
+        return Err(bad(
+            "autoglm.durable journals the agent loop over this server's tools; a request that \
+             brings its own `tools` is one model turn, with nothing to resume: leave one out",
+        )
+        .into());
+    }
     if let Some(mut tools) = client_tools {
         match &request["tool_choice"] {
             Value::Null => {}
@@ -100,12 +108,20 @@ pub async fn chat(
         return client_turn(&agent, turn, reply, stream).await;
     }
 
+    let durable = match &request["autoglm"]["durable"] {
+        Value::Null | Value::Bool(false) => None,
+        Value::Bool(true) => {
+            Some(durable(state, &admitted, &request, &trace, idempotency_key).await?)
+        }
+        _ => return Err(bad("autoglm.durable must be true or false").into()),
+    };
     let run = AgentRequest {
         messages,
         params,
         priority,
         allowlist: admitted.client.allowlist.clone(),
         trace,
+        durable,
     };
     if stream {
         let streaming = admitted.into_stream()?;
@@ -118,6 +134,29 @@ pub async fn chat(
         StatusCode::OK,
         &reply.completion(message, finish_reason(outcome.finish), &outcome),
     ))
+}
+
+/// The journal of a durable request (`"autoglm": {"durable": true}`): resumed when an
+/// earlier attempt with the same `Idempotency-Key` began one.
+async fn durable(
+    state: &AppState,
+    admitted: &Admitted,
+    request: &Value,
+    trace: &Option<TraceContext>,
+    key: Option<&str>,
+) -> Result<Arc<crate::tasks::DurableChat>, CallError> {
+    let key = key.ok_or_else(|| {
+        bad("a durable request needs an Idempotency-Key header: the key its retries send to resume it")
+    })?;
+    let tasks = state.tasks.as_ref().map_err(|reason| {
+        CallError::new(
+            ErrorKind::JournalUnavailable,
+            format!("durable chat needs the tasks journal, which is unavailable: {reason}"),
+        )
+    })?;
+    let trace_id = trace.as_ref().map(|t| t.trace_id.clone());
+    let journal = tasks.durable_chat(&admitted.client.allowlist, key, request, trace_id).await?;
+    Ok(Arc::new(journal))
 }
 
 /// Identity of one completion.

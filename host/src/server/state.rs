@@ -11,6 +11,7 @@ use super::mcp;
 use crate::agent::Agent;
 use crate::config::ServerSettings;
 use crate::invoke::Invoker;
+use crate::tasks::Tasks;
 
 /// Everything a request handler can reach.
 pub struct AppState {
@@ -28,6 +29,9 @@ pub struct AppState {
     pub agent: Option<Arc<Agent>>,
     /// The local engine's batching counters, for `/metrics`.
     pub model_stats: Option<Arc<SchedulerStats>>,
+    /// The tasks behind `/v1/tasks`, or why there are none (the journal cannot be opened):
+    /// tool calls serve either way.
+    pub tasks: Result<Arc<Tasks>, String>,
 }
 
 impl AppState {
@@ -49,7 +53,14 @@ impl AppState {
             stopping: watch::Sender::new(false),
             agent: None,
             model_stats: None,
+            tasks: Err("this server was started without tasks".into()),
         })
+    }
+
+    /// Serve `/v1/tasks` with `tasks`, or answer it with why not.
+    pub fn with_tasks(mut self, tasks: Result<Arc<Tasks>, String>) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     /// Answer chat requests with `agent`; `stats` are the local engine's counters.

@@ -347,3 +347,38 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The scripted upstream model (host/tests/fixtures/scripted_upstream.py: an
+/// OpenAI-compatible server that asks for the given tool calls, one a turn, then answers);
+/// killed when dropped.
+pub struct ScriptedUpstream {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ScriptedUpstream {
+    /// Start it with `calls` (tool name, arguments) as its script.
+    pub fn start(calls: &[(&str, Value)]) -> Self {
+        use std::io::BufRead;
+        let script = workspace_dir().join("host/tests/fixtures/scripted_upstream.py");
+        let mut command = std::process::Command::new("python3");
+        command.arg(script);
+        for (tool, arguments) in calls {
+            command.args([tool.to_string(), arguments.to_string()]);
+        }
+        let mut child = (command.stdout(std::process::Stdio::piped()))
+            .spawn()
+            .expect("python3 runs the scripted upstream");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
+        Self { child, url: format!("127.0.0.1:{}", port.trim()) }
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,7 +3,8 @@
 //! [`checkpoint`] writes tiny random GLM checkpoints, [`gguf`] the same as GGUF files, and
 //! [`scripted`] is a chat model that follows a script; these need only the engine. [`host`]
 //! (feature `host`) builds hosts over the plugins `just plugins test-plugins` built, test
-//! servers in this process, and real `autoglm serve` processes.
+//! servers in this process, and real `autoglm serve` processes. [`postgres`] starts a
+//! Postgres server of a test's own.
 
 #![deny(missing_docs)]
 
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod gguf;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod postgres;
 pub mod scripted;
 
 use std::path::{Path, PathBuf};
