@@ -13,7 +13,7 @@ import json
 import types
 import typing
 
-__all__ = ["InvalidArguments", "ToolError", "Tools", "tool", "call", "specs", "context", "progress"]
+__all__ = ["InvalidArguments", "ToolError", "Tools", "tool", "call", "specs"]
 
 
 class ToolError(Exception):
@@ -149,45 +149,13 @@ def specs() -> list:
     return [dataclasses.asdict(t) | {"function": None} for t in _TOOLS.values()]
 
 
-@dataclasses.dataclass
-class CallContext:
-    """What the host tells a call about itself (see ``context``)."""
-
-    idempotency_key: str
-    trace_id: typing.Optional[str]
-    deadline_ms: int
-
-
 try:  # Inside a component built by componentize-py.
     from componentize_py_types import Err
     from wit_world import exports
     from wit_world.exports import tools as wit
-    from wit_world.imports import host as _host
-except ImportError:  # Running natively, e.g. in tests: a call of its own each time.
+except ImportError:  # Running natively, e.g. in tests.
     Tools = None
-
-    def context() -> CallContext:
-        """A fresh context, as the host gives a one-off call (natively: no host, no deadline)."""
-        import uuid
-
-        return CallContext(idempotency_key=uuid.uuid4().hex, trace_id=None, deadline_ms=2**63 - 1)
-
-    def progress(done: float, total: typing.Optional[float] = None, message: typing.Optional[str] = None) -> None:
-        """Natively nobody listens: progress goes nowhere."""
-
 else:
-
-    def context() -> CallContext:
-        """This call's context: ``idempotency_key`` (the same when the host runs the call
-        again, e.g. a task's stage after a crash: hand it to services with side effects so
-        they act once), ``trace_id`` (the request's W3C trace id) and ``deadline_ms``
-        (milliseconds left before the host stops the call)."""
-        given = _host.context()
-        return CallContext(given.idempotency_key, given.trace_id, given.deadline_ms)
-
-    def progress(done: float, total: typing.Optional[float] = None, message: typing.Optional[str] = None) -> None:
-        """Tell the caller how far a long call has come (MCP progress notifications)."""
-        _host.report_progress(float(done), None if total is None else float(total), message)
 
     def _hints(registered):
         flags = {
