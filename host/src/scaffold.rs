@@ -55,6 +55,8 @@ const JS: &[File] = &[
     ("tool.js", include_str!("../../plugins-sdk/templates/js/tool.js"), false),
     ("autoglm.js", include_str!("../../plugins-sdk/templates/js/autoglm.js"), false),
     ("test.mjs", include_str!("../../plugins-sdk/templates/js/test.mjs"), false),
+    ("native-host.mjs", include_str!("../../plugins-sdk/templates/js/native-host.mjs"), false),
+    ("host-stand-in.js", include_str!("../../plugins-sdk/templates/js/host-stand-in.js"), false),
     ("package.json", include_str!("../../plugins-sdk/templates/js/package.json"), false),
     ("build.sh", include_str!("../../plugins-sdk/templates/js/build.sh"), true),
     ("README.md", include_str!("../../plugins-sdk/templates/js/README.md"), false),
@@ -111,7 +113,7 @@ pub fn next_steps(lang: Lang, dir: &Path, name: &str) -> String {
     let test = match lang {
         Lang::Rust => "cargo test",
         Lang::Python => "python3 -m unittest",
-        Lang::Js => "node --test",
+        Lang::Js => "npm test",
     };
     format!(
         "  cd {}\n  {test}\n  ./build.sh\n  cp {name}.wasm <plugins dir>   # e.g. target/plugins, then: autoglm call {name}.greet '{{\"name\": \"Ada\"}}'",

@@ -62,6 +62,40 @@ async fn serve_and_call(project: &Path, name: &str) {
         assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
         assert_eq!(reply.json()["error"]["kind"], "invalid_arguments");
     }
+    context_and_progress_reach_the_host(server.addr, name).await;
+}
+
+/// The template's `work` tool reads the call's context and reports progress through the
+/// host import: the trace id is the request's, the key is the host's, and an MCP client
+/// that asked for progress hears each step.
+async fn context_and_progress_reach_the_host(addr: std::net::SocketAddr, name: &str) {
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let path = format!("/v1/tools/{name}.work/call");
+    let reply =
+        http(addr, "POST", &path, &[("traceparent", &traceparent)], r#"{"steps": 3}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let worked = &reply.json()["result"];
+    assert_eq!(worked["trace_id"], trace, "{worked}");
+    let key = worked["idempotency_key"].as_str().unwrap_or_default();
+    assert!(key.len() >= 16 && key != "native", "a key from the host: {worked}");
+    assert!(worked["deadline_ms"].as_u64().is_some_and(|ms| ms > 0), "{worked}");
+
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+    ];
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": format!("{name}.work"), "arguments": {"steps": 3}, "_meta": {"progressToken": "p"}}});
+    let reply = http(addr, "POST", "/mcp", &headers, &call.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let progress: Vec<serde_json::Value> = (reply.body.lines())
+        .filter_map(|line| serde_json::from_str(line.strip_prefix("data: ")?).ok())
+        .filter(|m: &serde_json::Value| m["method"] == "notifications/progress")
+        .map(|m| m["params"]["progress"].clone())
+        .collect();
+    assert_eq!(progress, [1.0, 2.0, 3.0], "{}", reply.body);
 }
 
 #[tokio::test]
@@ -93,7 +127,7 @@ async fn python_template_builds_and_serves() {
 #[tokio::test]
 async fn js_template_builds_and_serves() {
     let project = scaffold("demo-js", "js");
-    run(&project, "node --test", &[]);
+    run(&project, "npm test --silent", &[]);
     run(
         &project,
         "./build.sh",

@@ -3,10 +3,31 @@
 // `tool({...})` describes one tool with a JSON Schema for its arguments; `plugin(...)`
 // turns a list of them into the component's `tools` export. Throw `InvalidArguments`
 // when the caller must change its arguments; anything else thrown is reported as a
-// tool failure.
+// tool failure. `context()` and `progress(...)` reach the host that runs the call.
+
+import { context as callContext, reportProgress } from 'autoglm:plugin/host@0.2.0';
 
 /** The caller sent arguments the tool cannot accept. */
 export class InvalidArguments extends Error {}
+
+/**
+ * What the host knows about the call being run: `idempotencyKey` (the same each time the
+ * host runs this call again, e.g. a task's stage after a crash: pass it on to services with
+ * side effects so they happen once), `traceId` (or undefined) and `deadlineMs` left.
+ */
+export function context() {
+  const { idempotencyKey, traceId, deadlineMs } = callContext();
+  return { idempotencyKey, traceId, deadlineMs: Number(deadlineMs) };
+}
+
+/**
+ * Tell the caller how far a long call has come: `done` of `total` units (when known), with
+ * an optional message. Reports should grow; the host forwards them to callers that asked
+ * (MCP progress notifications) and drops them otherwise.
+ */
+export function progress(done, total = undefined, message = undefined) {
+  reportProgress(done, total, message);
+}
 
 /** Describe one tool: `run(args)` returns a JSON-serialisable result. */
 export function tool({ name, description, schema, run, readOnly = false, destructive = false, idempotent = false, openWorld = false }) {

@@ -1,6 +1,7 @@
-// The tool's logic, natively: `node --test`.
+// The tool's logic, natively: `node --import ./native-host.mjs --test`.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { reported } from 'autoglm:plugin/host@0.2.0';
 import { InvalidArguments, call } from './autoglm.js';
 import { definitions, tools } from './tool.js';
 
@@ -17,4 +18,11 @@ test('bad arguments are invalid', () => {
 test('the export maps errors onto the WIT cases', () => {
   assert.throws(() => tools.call('greet', '{}'), (e) => e.tag === 'invalid-arguments');
   assert.equal(tools.listTools()[0].hints.readOnly, true);
+});
+
+test('work reports progress and the context', () => {
+  reported.length = 0;
+  const worked = JSON.parse(call(definitions, 'work', '{"steps": 2}'));
+  assert.equal(worked.idempotency_key, 'native');
+  assert.deepEqual(reported, [[1, 2, 'step 1'], [2, 2, 'step 2']]);
 });

@@ -13,7 +13,7 @@ import json
 import types
 import typing
 
-__all__ = ["InvalidArguments", "ToolError", "Tools", "tool", "call", "specs"]
+__all__ = ["Context", "InvalidArguments", "ToolError", "Tools", "call", "context", "progress", "reported", "specs", "tool"]
 
 
 class ToolError(Exception):
@@ -144,6 +144,44 @@ def call(name: str, args_json: str) -> str:
     return json.dumps(_encode(registered.function(**decoded)))
 
 
+@dataclasses.dataclass
+class Context:
+    """What the host knows about the call being run."""
+
+    idempotency_key: str
+    """The same each time the host runs this call again (a task's stage re-run after a
+    crash keeps it): pass it on to services with side effects so they happen once."""
+    trace_id: typing.Optional[str]
+    """The trace id of the request that caused the call."""
+    deadline_ms: int
+    """Milliseconds left before the host stops the call."""
+
+
+_host = None  # the component's `autoglm:plugin/host` import; None when running natively
+
+reported: list = []
+"""Natively (in tests), what ``progress`` was given, as (done, total, message) tuples."""
+
+
+def context() -> Context:
+    """The context of the call being run (natively: a fixed one for tests)."""
+    if _host is None:
+        return Context(idempotency_key="native", trace_id=None, deadline_ms=0)
+    call = _host.context()
+    return Context(idempotency_key=call.idempotency_key, trace_id=call.trace_id, deadline_ms=call.deadline_ms)
+
+
+def progress(done: float, total: typing.Optional[float] = None, message: typing.Optional[str] = None) -> None:
+    """Tell the caller how far a long call has come: ``done`` of ``total`` units.
+
+    Reports should grow; the host forwards them to callers that asked (MCP progress
+    notifications) and drops them otherwise."""
+    if _host is None:
+        reported.append((done, total, message))
+        return
+    _host.report_progress(float(done), None if total is None else float(total), message)
+
+
 def specs() -> list:
     """Every registered tool's name, description, schema and hints."""
     return [dataclasses.asdict(t) | {"function": None} for t in _TOOLS.values()]
@@ -153,6 +191,7 @@ try:  # Inside a component built by componentize-py.
     from componentize_py_types import Err
     from wit_world import exports
     from wit_world.exports import tools as wit
+    from wit_world.imports import host as _host
 except ImportError:  # Running natively, e.g. in tests.
     Tools = None
 else:

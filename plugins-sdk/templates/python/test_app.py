@@ -22,5 +22,13 @@ class GreetTest(unittest.TestCase):
                 autoglm.call("greet", args)
 
 
+class WorkTest(unittest.TestCase):
+    def test_reports_progress_and_the_context(self):
+        autoglm.reported.clear()
+        worked = json.loads(autoglm.call("work", '{"steps": 2}'))
+        self.assertEqual(worked["idempotency_key"], "native")
+        self.assertEqual(autoglm.reported, [(1, 2, "step 1"), (2, 2, "step 2")])
+
+
 if __name__ == "__main__":
     unittest.main()
