@@ -53,6 +53,10 @@ oci-registry:
 postgres:
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
+# Debian's Chromium and its WebDriver, for the console tests (headless; nothing downloaded).
+chromium:
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
 # llama.cpp prebuilt (node-llama-cpp 3.21.1, pinned by lock file), the engine benchmark's peer.
 llama-cpp-env:
     bench/llama-cpp/ensure target/llama-cpp
@@ -88,11 +92,11 @@ eval-demo: plugins smollm2
     cargo run --release -p autoglm-host -- eval --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
-test: plugins test-plugins python-env templates-env smollm2 oci-registry postgres
+test: plugins test-plugins python-env templates-env smollm2 oci-registry postgres chromium
     cargo test --workspace --no-fail-fast
     cargo test -p autoglm-host --features otlp --test telemetry
     cargo test -p autoglm-bench --features report --test report
-    target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py
+    target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py tests/python/test_console.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
 # Hunt for bugs: the property tests and the loader fuzzer with far more cases than `just test`

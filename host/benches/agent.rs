@@ -160,6 +160,7 @@ fn request(question: &str) -> AgentRequest {
         allowlist: Allowlist::everything("bench"),
         trace: None,
         durable: None,
+        show_prompt: false,
     }
 }
 

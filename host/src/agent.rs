@@ -45,6 +45,10 @@ pub enum TraceStep {
         prompt_tokens: usize,
         /// Tokens generated.
         completion_tokens: usize,
+        /// The prompt as the model saw it (its template rendered), when the request asked
+        /// for it and the model renders locally.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt: Option<String>,
     },
     /// A tool call the model asked for.
     Tool {
@@ -118,6 +122,8 @@ pub struct AgentRequest {
     /// Where the steps are journaled, for a durable request: steps an earlier attempt took
     /// are replayed from there instead of being taken again.
     pub durable: Option<Arc<DurableChat>>,
+    /// Put the rendered prompt of each model turn in its trace step.
+    pub show_prompt: bool,
 }
 
 impl Agent {
@@ -162,6 +168,7 @@ impl Agent {
                 Some(durable) => durable.replayed(&journaled).await,
                 None => None,
             };
+            let prompt = request.show_prompt.then(|| self.prompt(&request, &messages, &defs));
             let turn = match replayed.and_then(|value| serde_json::from_value::<Turn>(value).ok()) {
                 Some(turn) => {
                     if let TurnReply::Text(answer) = &turn.reply {
@@ -190,6 +197,7 @@ impl Agent {
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
                 prompt_tokens: turn.prompt_tokens,
                 completion_tokens: turn.completion_tokens,
+                prompt: prompt.flatten(),
             };
             emit(AgentEvent::Step(step.clone()));
             outcome.steps.push(step);
@@ -239,6 +247,18 @@ impl Agent {
         Ok(outcome)
     }
 
+    /// The prompt of the next turn as the model renders it; None for a remote model. A
+    /// template that cannot render is shown as its error: the turn itself reports it too.
+    fn prompt(
+        &self,
+        request: &AgentRequest,
+        messages: &[ChatMessage],
+        defs: &[ToolDef],
+    ) -> Option<String> {
+        let rendered = self.model.render(&turn_request(request, messages, defs))?;
+        Some(rendered.unwrap_or_else(|error| format!("(the template did not render: {error})")))
+    }
+
     /// One model turn, its text streamed to `events` as it is generated.
     async fn turn(
         &self,
@@ -257,13 +277,7 @@ impl Agent {
             });
             tx
         });
-        let turn_request = TurnRequest {
-            messages: messages.to_vec(),
-            tools: defs.to_vec(),
-            params: request.params.clone(),
-            priority: request.priority,
-            traceparent: request.trace.as_ref().map(|t| t.child().header()),
-        };
+        let turn_request = turn_request(request, messages, defs);
         let span =
             tracing::info_span!(target: "autoglm::engine", "model_turn", model = self.model.name());
         self.model.turn(turn_request, text).instrument(span).await.map_err(engine_error)
@@ -356,6 +370,17 @@ impl Agent {
                 })
             })
             .collect())
+    }
+}
+
+/// The engine's request for the next turn of `request`'s conversation.
+fn turn_request(request: &AgentRequest, messages: &[ChatMessage], defs: &[ToolDef]) -> TurnRequest {
+    TurnRequest {
+        messages: messages.to_vec(),
+        tools: defs.to_vec(),
+        params: request.params.clone(),
+        priority: request.priority,
+        traceparent: request.trace.as_ref().map(|t| t.child().header()),
     }
 }
 

@@ -33,6 +33,7 @@ async fn ask(agent: &Agent, question: &str) -> Transcript {
         allowlist: Allowlist::everything("test"),
         trace: None,
         durable: None,
+        show_prompt: false,
     };
     agent.run(request, None).await.unwrap()
 }
@@ -239,6 +240,7 @@ async fn a_reload_that_changes_the_tools_empties_the_prefix_cache() {
             allowlist: Allowlist::everything("test"),
             trace: None,
             durable: None,
+            show_prompt: false,
         };
         served.agent.run(request, None).await.unwrap();
     }

@@ -43,6 +43,7 @@ async fn a_tool_the_model_was_not_offered_is_refused_and_never_runs() {
         allowlist: Allowlist::new("calculator-only", Some(vec!["calculator.*".into()])),
         trace: None,
         durable: None,
+        show_prompt: false,
     };
     let transcript = agent.run(request, None).await.unwrap();
 

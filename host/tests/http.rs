@@ -140,6 +140,42 @@ async fn api_keys_are_required_when_configured() {
 }
 
 #[tokio::test]
+async fn the_console_is_public_and_what_it_shows_is_not() {
+    let config = "[[server.keys]]\nname = \"ops\"\ntoken = \"o\"\n[[server.keys]]\nname = \"weather-only\"\ntoken = \"w\"\ntools = [\"weather.*\"]\n";
+    let dir = dir_with([sample("weather"), sample("calculator")]);
+    let server = TestServer::start(self::config(config), dir.path()).await;
+    for path in ["/", "/ui/app.js"] {
+        let page = http(server.addr, "GET", path, &[], "").await;
+        assert_eq!(page.status, 200, "{path}: the page holds no data and needs no key");
+        assert!(
+            page.header("content-security-policy")
+                .is_some_and(|p| p.starts_with("default-src 'self'"))
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    }
+    assert_eq!(http(server.addr, "GET", "/ui/secret", &[], "").await.status, 401);
+    assert_eq!(http(server.addr, "GET", "/v1/plugins", &[], "").await.status, 401);
+    let foreign = [("origin", "http://evil.example")];
+    assert_eq!(http(server.addr, "GET", "/", &foreign, "").await.status, 403, "origin rules hold");
+
+    let ops = http(server.addr, "GET", "/v1/plugins", &[("authorization", "Bearer o")], "").await;
+    let listed = ops.json();
+    let names: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["calculator", "weather"], "{listed}");
+    assert_eq!(listed["data"][1]["tools"], json!(["weather.get_weather"]));
+    assert_eq!(listed["data"][1]["file"], "weather.wasm", "the file name, not the operator's path");
+    assert_eq!(listed["failed"], json!([]), "{listed}");
+
+    let limited =
+        http(server.addr, "GET", "/v1/plugins", &[("authorization", "Bearer w")], "").await.json();
+    let names: Vec<&str> =
+        limited["data"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["weather"], "a key sees the plugins it may call");
+    assert_eq!(limited["failed"], json!([]), "and no other plugin's failure");
+}
+
+#[tokio::test]
 async fn foreign_origins_big_bodies_and_bursts_are_refused() {
     let config = "[server]\nbody_limit_bytes = 64\nrate_per_minute = 3\n";
     let (_dir, server) = server(config, &["weather"]).await;

@@ -58,6 +58,14 @@ pub trait ChatModel: Send + Sync {
         request: TurnRequest,
         text: Option<UnboundedSender<String>>,
     ) -> Result<Turn, EngineError>;
+
+    /// The prompt text `request` becomes, special tokens included, for people debugging
+    /// templates and tool descriptions; None where the template lives elsewhere (a remote
+    /// server).
+    fn render(&self, request: &TurnRequest) -> Option<Result<String, EngineError>> {
+        let _ = request;
+        None
+    }
 }
 
 /// A chat model ready to serve, with the local engine's counters when it is local.
@@ -72,6 +80,7 @@ pub struct OpenedModel {
 pub struct LocalModel {
     name: String,
     defaults: SamplingParams,
+    engine: Arc<Engine>,
     scheduler: Scheduler,
 }
 
@@ -80,7 +89,9 @@ impl LocalModel {
     pub fn new(engine: Engine, settings: BatchSettings) -> Self {
         let name = engine.info().name.clone();
         let defaults = engine.defaults().clone();
-        Self { name, defaults, scheduler: Scheduler::start(Arc::new(engine), settings) }
+        let engine = Arc::new(engine);
+        let scheduler = Scheduler::start(engine.clone(), settings);
+        Self { name, defaults, engine, scheduler }
     }
 
     /// The scheduler's live counters.
@@ -102,6 +113,10 @@ impl ChatModel for LocalModel {
 
     fn defaults(&self) -> SamplingParams {
         self.defaults.clone()
+    }
+
+    fn render(&self, request: &TurnRequest) -> Option<Result<String, EngineError>> {
+        Some(self.engine.render(&request.messages, &request.tools))
     }
 
     async fn turn(

@@ -41,6 +41,7 @@ pub async fn run(agent: Arc<Agent>, question: Option<String>) -> anyhow::Result<
             allowlist: Allowlist::everything("cli"),
             trace: None,
             durable: None,
+            show_prompt: false,
         };
         let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
         let running = {

@@ -35,6 +35,8 @@ pub struct LiveRegistry {
     pending: std::sync::Mutex<BTreeSet<String>>,
     /// True once every plugin found at start-up has loaded or failed to.
     ready: watch::Sender<bool>,
+    /// The last load of each component file that failed, until that file loads or goes.
+    failures: std::sync::Mutex<BTreeMap<String, LoadError>>,
 }
 
 /// What one reload changed.
@@ -77,7 +79,11 @@ impl LiveRegistry {
         dir: PathBuf,
     ) -> anyhow::Result<(Arc<Self>, Vec<LoadError>)> {
         let (registry, errors) = Registry::load_dir(&runtime, &config, &dir).await?;
-        Ok((Self::with(runtime, config, dir, registry), errors))
+        let live = Self::with(runtime, config, dir, registry);
+        for error in &errors {
+            live.failed(error.clone());
+        }
+        Ok((live, errors))
     }
 
     /// Start with no plugins and load the directory's components in the background,
@@ -116,12 +122,14 @@ impl LiveRegistry {
             let _one_at_a_time = self.reloading.lock().await;
             match load_plugin(&self.runtime, &self.config, &path).await {
                 Ok(plugin) => {
+                    self.failures_map().remove(&plugin.name);
                     let mut plugins = self.plugins_by_name();
                     plugins.insert(plugin.name.clone(), Arc::new(plugin));
                     self.publish(plugins);
                 }
                 Err(error) => {
-                    tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}")
+                    tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}");
+                    self.failed(error);
                 }
             }
             if let Some(name) = stem(&path) {
@@ -140,7 +148,22 @@ impl LiveRegistry {
             generation: watch::Sender::new(0),
             pending: Default::default(),
             ready: watch::Sender::new(true),
+            failures: Default::default(),
         })
+    }
+
+    fn failures_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LoadError>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed(&self, error: LoadError) {
+        self.failures_map().insert(error.plugin.clone(), error);
+    }
+
+    /// Component files whose last load failed, each with why; a plugin of the same name
+    /// that loaded earlier still serves.
+    pub fn failures(&self) -> Vec<LoadError> {
+        self.failures_map().values().cloned().collect()
     }
 
     fn pending_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -196,6 +219,7 @@ impl LiveRegistry {
         let mut plugins = self.plugins_by_name();
         let files = component_files(&self.dir)?;
         let present: Vec<String> = files.iter().filter_map(|f| stem(f)).collect();
+        self.failures_map().retain(|name, _| present.contains(name));
         for name in plugins.keys().filter(|n| !present.contains(n)).cloned().collect::<Vec<_>>() {
             plugins.remove(&name);
             report.removed.push(name);
@@ -211,6 +235,7 @@ impl LiveRegistry {
             match load_plugin(&self.runtime, &self.config, &path).await {
                 Ok(plugin) => {
                     let name = plugin.name.clone();
+                    self.failures_map().remove(&name);
                     match plugins.insert(name.clone(), Arc::new(plugin)) {
                         Some(_) => report.replaced.push(name),
                         None => report.added.push(name),
@@ -218,6 +243,7 @@ impl LiveRegistry {
                 }
                 Err(error) => {
                     tracing::error!(plugin = %error.plugin, kind = %error.kind, "{error}; the previous version, if any, keeps serving");
+                    self.failed(error.clone());
                     report.failed.push(error);
                 }
             }

@@ -80,7 +80,7 @@ pub struct Registry {
 }
 
 /// Why a component file could not become a plugin.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot load plugin `{plugin}` from {}: {reason}", path.display())]
 pub struct LoadError {
     /// The plugin's name.

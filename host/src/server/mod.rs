@@ -6,6 +6,7 @@
 
 pub mod access;
 mod connection;
+mod console;
 pub mod mcp;
 mod notify;
 mod openai;
@@ -161,6 +162,8 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/healthz") => "healthz",
         (_, "/readyz") => "readyz",
         (_, "/metrics") => "metrics",
+        (&Method::GET, p) if p == "/" || p.starts_with("/ui") => "console",
+        (_, "/v1/plugins") => "plugins",
         (_, "/mcp") => "mcp",
         (&Method::GET, "/v1/tools") => "tools",
         (_, p) if p.starts_with("/v1/tools/") => "tool_call",
@@ -209,6 +212,12 @@ async fn dispatch(
             return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
         }
         (&Method::GET, "/readyz") => return Ok(readiness(state)),
+        // The console's files hold no data; what the page asks for next is checked below.
+        (&Method::GET, p) => {
+            if let Some(page) = console::asset(p) {
+                return Ok(page);
+            }
+        }
         _ => {}
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -239,6 +248,7 @@ async fn dispatch(
             }))
             .expect("static headers are valid")),
         (Method::GET, "/v1/tools") => Ok(tools::list(state, &admitted)),
+        (Method::GET, "/v1/plugins") => Ok(console::plugins(state, &admitted)),
         (Method::POST, p) if tool_call_name(p).is_some() => {
             let name = percent_decode(tool_call_name(p).unwrap_or_default());
             tools::call(state, &admitted, &name, parse_json(&body)?).await

@@ -115,6 +115,11 @@ pub async fn chat(
         }
         _ => return Err(bad("autoglm.durable must be true or false").into()),
     };
+    let show_prompt = match &request["autoglm"]["show_prompt"] {
+        Value::Null => false,
+        Value::Bool(show) => *show,
+        _ => return Err(bad("autoglm.show_prompt must be true or false").into()),
+    };
     let run = AgentRequest {
         messages,
         params,
@@ -122,6 +127,7 @@ pub async fn chat(
         allowlist: admitted.client.allowlist.clone(),
         trace,
         durable,
+        show_prompt,
     };
     if stream {
         let streaming = admitted.into_stream()?;
