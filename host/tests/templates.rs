@@ -90,12 +90,22 @@ async fn context_and_progress_reach_the_host(addr: std::net::SocketAddr, name: &
         "name": format!("{name}.work"), "arguments": {"steps": 3}, "_meta": {"progressToken": "p"}}});
     let reply = http(addr, "POST", "/mcp", &headers, &call.to_string()).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let progress: Vec<serde_json::Value> = (reply.body.lines())
+    let progress: Vec<(f64, String)> = (reply.body.lines())
         .filter_map(|line| serde_json::from_str(line.strip_prefix("data: ")?).ok())
         .filter(|m: &serde_json::Value| m["method"] == "notifications/progress")
-        .map(|m| m["params"]["progress"].clone())
+        .map(|m| {
+            let params = &m["params"];
+            (params["progress"].as_f64().unwrap_or(-1.0), params["message"].to_string())
+        })
         .collect();
-    assert_eq!(progress, [1.0, 2.0, 3.0], "{}", reply.body);
+    // The host announces the call at 0; each step after that is the plugin's own report.
+    let expected: Vec<(f64, String)> =
+        [format!("calling {name}.work"), "step 1".into(), "step 2".into(), "step 3".into()]
+            .into_iter()
+            .enumerate()
+            .map(|(done, message)| (done as f64, serde_json::json!(message).to_string()))
+            .collect();
+    assert_eq!(progress, expected, "{}", reply.body);
 }
 
 #[tokio::test]

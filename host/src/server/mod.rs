@@ -251,7 +251,8 @@ async fn dispatch(
         (Method::GET, "/v1/plugins") => Ok(console::plugins(state, &admitted)),
         (Method::POST, p) if tool_call_name(p).is_some() => {
             let name = percent_decode(tool_call_name(p).unwrap_or_default());
-            tools::call(state, &admitted, &name, parse_json(&body)?).await
+            let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());
+            tools::call(state, &admitted, &name, parse_json(&body)?, trace).await
         }
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
