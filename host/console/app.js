@@ -347,7 +347,7 @@ async function refreshMetrics() {
   $('#metric-tools tbody').replaceChildren(
     ...[...counts].map(([id, count]) => el('tr', {}, el('td', {}, id), el('td', {}, String(count)), el('td', {}, ms(p50.get(id))), el('td', {}, ms(p99.get(id))))),
   );
-  const errors = [...metrics.by(samples, 'autoglm_tool_calls_total', 'kind')].filter(([kind, n]) => kind !== 'ok' && n > 0);
+  const errors = [...metrics.by(samples, 'autoglm_tool_calls_total', 'outcome')].filter(([kind, n]) => kind !== 'ok' && n > 0);
   $('#metric-errors').replaceChildren(
     ...(errors.length ? errors.map(([kind, n]) => el('li', {}, el('code', { class: 'kind' }, kind), ` ${n}`)) : [el('li', { class: 'muted' }, 'none')]),
   );
