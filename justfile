@@ -92,11 +92,11 @@ eval-demo: plugins smollm2
     cargo run --release -p autoglm-host -- eval --config models/autoglm-demo/autoglm.toml --model models/autoglm-demo --data models/autoglm-demo/heldout.jsonl --json target/eval-demo.json
 
 # Run every test: unit and integration tests, then the real Python clients against `autoglm serve`.
-# Both cargo runs name the whole workspace so dependencies resolve to the same features and the
-# second reuses the first's build (`-p autoglm-host` alone rebuilds wasmtime and cranelift).
+# Both cargo runs name the whole workspace and the report feature so dependencies resolve to the
+# same features and the second reuses the first build (`-p autoglm-host` rebuilds cranelift).
 test: plugins test-plugins python-env templates-env smollm2 oci-registry postgres chromium
     cargo test --workspace --no-fail-fast --features autoglm-bench/report
-    cargo test --workspace --features autoglm-host/otlp --test telemetry
+    cargo test --workspace --features autoglm-bench/report,autoglm-host/otlp --test telemetry
     target/py/v2/bin/pytest -q tests/python/test_mcp_v2.py tests/python/test_openai.py tests/python/test_console.py
     target/py/v1/bin/pytest -q tests/python/test_mcp_v1.py
 
