@@ -48,6 +48,10 @@ async fn bad_chat_requests_are_400_with_what_to_fix() {
             "priority",
         ),
         (
+            json!({"messages": [{"role": "user", "content": "hi"}], "autoglm": {"show_prompt": "yes"}}),
+            "autoglm.show_prompt must be true or false",
+        ),
+        (
             json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             "not among the tools",
         ),
