@@ -234,6 +234,8 @@ async fn dispatch(
         _ => Default::default(),
     };
     let admitted = client.enter()?;
+    let trace = parts.extensions.get::<TraceContext>().cloned();
+    let trace_id = trace.as_ref().map(|t| t.trace_id.clone());
     match (parts.method.clone(), path.as_str()) {
         (Method::GET, "/metrics") => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
@@ -251,24 +253,18 @@ async fn dispatch(
         (Method::GET, "/v1/plugins") => Ok(console::plugins(state, &admitted)),
         (Method::POST, p) if tool_call_name(p).is_some() => {
             let name = percent_decode(tool_call_name(p).unwrap_or_default());
-            let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());
-            tools::call(state, &admitted, &name, parse_json(&body)?, trace).await
+            tools::call(state, &admitted, &name, parse_json(&body)?, trace_id).await
         }
         (Method::GET, "/v1/models") => Ok(openai::models(state)),
         (Method::POST, "/v1/chat/completions") => {
-            let trace = parts.extensions.get::<TraceContext>().cloned();
             let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
             openai::chat(state, admitted, parse_json(&body)?, trace, key).await
         }
         (method, p) if p == "/v1/tasks" || p.starts_with("/v1/tasks/") => {
-            let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());
             let query = parts.uri.query();
-            tasks::handle(state, admitted, &method, p, query, &body, trace).await
+            tasks::handle(state, admitted, &method, p, query, &body, trace_id).await
         }
-        (_, "/mcp") => {
-            let trace = parts.extensions.get::<TraceContext>().map(|t| t.trace_id.clone());
-            mcp::http(state, admitted, &parts, body, trace).await
-        }
+        (_, "/mcp") => mcp::http(state, admitted, &parts, body, trace_id).await,
         _ => Err(CallError::new(
             ErrorKind::NotFound,
             format!("no route for {} {path}", parts.method),
