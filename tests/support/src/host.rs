@@ -262,7 +262,7 @@ pub struct ServeProcess {
     pub child: std::process::Child,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
-    /// What it has logged so far (stderr lines after the address line).
+    /// What it has logged so far (stderr lines, but for the address line).
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -303,10 +303,13 @@ impl ServeProcess {
             if let Some(addr) = found.and_then(|rest| rest.split_whitespace().next()) {
                 break addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}"));
             }
-            before.push(line);
+            eprint!("[autoglm serve] {line}");
+            before.push(line.trim_end().to_string());
         };
-        // Keep reading what it logs: a closed pipe would fail its writes, a full one block them.
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Plugins load in the background from before the address line, so what they logged
+        // then belongs to the log too. Keep reading the rest: a closed pipe would fail its
+        // writes, a full one block them.
+        let log = Arc::new(std::sync::Mutex::new(before));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
