@@ -513,8 +513,12 @@ impl Tasks {
         let mut running = self.lock_running();
         let handle = tokio::spawn(async move {
             // Dropped however the run ends (a panic included): the entry and the slot go.
-            let _done =
-                Finished { tasks: tasks.clone(), id: record.id.clone(), generation, _slot: slot };
+            let _done = Finished {
+                tasks: tasks.clone(),
+                id: record.id.clone(),
+                generation,
+                slot: Some(slot),
+            };
             run::Run::new(tasks, record).drive().await;
         });
         running.insert(id, Running { generation, handle: handle.abort_handle() });
@@ -533,7 +537,7 @@ struct Finished {
     tasks: Arc<Tasks>,
     id: String,
     generation: u64,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Finished {
@@ -543,6 +547,9 @@ impl Drop for Finished {
             running.remove(&self.id);
         }
         drop(running);
+        // The slot goes before the claim loop is woken: woken first, it could find no free
+        // slot and sleep a whole poll with runnable tasks waiting.
+        drop(self.slot.take());
         self.tasks.progress.notify_waiters();
         self.tasks.wake.notify_one();
     }
