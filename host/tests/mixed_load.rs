@@ -17,7 +17,7 @@ fn rss() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat() {
+async fn mixed_calls_all_benign_ones_succeed_and_memory_stays_flat() {
     let dir = test_plugins_dir(&["hostile"]);
     let limits = "[plugins.hostile.limits]\nfuel = 50000000\nmemory_mib = 16\ndeadline_ms = 5000\n";
     let host = Arc::new(host(&config(limits), dir.path()).await);
@@ -29,8 +29,13 @@ async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat(
         ("recurse", ErrorKind::Trap),
     ];
     let next = Arc::new(AtomicUsize::new(0));
-    let mut warm_rss = 0;
-    for (total, tasks) in [(2_000, 64), (10_000, 64)] {
+    // RSS after 2,000, 10,000 and 18,000 calls. The allocator's high-water mark may still
+    // rise after the warm-up, once, when the calls in flight happen to peak together (CI
+    // saw 32 -> 37 MiB over calls 2,000 to 10,000); a leak grows with every call, so the
+    // last 8,000 calls must add little however the first stretch went.
+    let mut measured = Vec::new();
+    for total in [2_000, 10_000, 18_000] {
+        let tasks = 64;
         let workers: Vec<_> = (0..tasks)
             .map(|_| {
                 let (host, next) = (host.clone(), next.clone());
@@ -40,7 +45,7 @@ async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat(
                         if i >= total {
                             return;
                         }
-                        // 1,000 hostile calls in all, half of them among the first 2,000
+                        // 1,500 hostile calls in all, a third of them among the first 2,000
                         // so that the warm measurement has seen every kind at full load.
                         if (i < 2_000 && i % 4 == 0) || (i >= 2_000 && i % 16 == 0) {
                             let (tool, kind) = hostile[(i / 4) % hostile.len()];
@@ -61,12 +66,21 @@ async fn ten_thousand_mixed_calls_all_benign_ones_succeed_and_memory_stays_flat(
         for worker in workers {
             worker.await.expect("no benign call failed");
         }
-        if total == 2_000 {
-            warm_rss = rss();
-        }
+        measured.push(rss());
     }
-    let end_rss = rss();
-    let growth = end_rss as f64 / warm_rss as f64 - 1.0;
-    eprintln!("RSS after 2,000 calls: {} MiB, after 10,000: {} MiB", warm_rss >> 20, end_rss >> 20);
-    assert!(growth < 0.10, "RSS grew {:.1}% from {warm_rss} to {end_rss}", growth * 100.0);
+    let [warm, middle, end] = measured[..] else { unreachable!("three stretches") };
+    eprintln!(
+        "RSS after 2,000 calls: {} MiB, after 10,000: {} MiB, after 18,000: {} MiB",
+        warm >> 20,
+        middle >> 20,
+        end >> 20
+    );
+    let late = end as f64 / middle as f64 - 1.0;
+    assert!(
+        late < 0.05,
+        "RSS grew {:.1}% over the last 8,000 calls: {middle} -> {end}",
+        late * 100.0
+    );
+    let overall = end as f64 / warm as f64 - 1.0;
+    assert!(overall < 0.30, "RSS grew {:.1}% after the warm-up: {warm} -> {end}", overall * 100.0);
 }
