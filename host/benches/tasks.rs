@@ -201,7 +201,7 @@ async fn run() -> anyhow::Result<()> {
             "{n} four-stage tasks (the seed's order: four calls of the `orders` test plugin, \
              each appending to a file in its granted directory), submitted at once and run \
              {IN_FLIGHT} at a time by one replica, every transition committed before it is \
-             acted on (about ten commits a task). Baseline, measured in the same run: the same \
+             acted on (five commits a task: a stage's success shares the next stage's start). Baseline, measured in the same run: the same \
              four calls one after another without a task, {IN_FLIGHT} chains at a time. A \
              task's latency runs from its `started` commit to its last (ms resolution); the overhead per stage \
              is the task's p50 less the four calls' p50, over four: at {IN_FLIGHT} in flight it \

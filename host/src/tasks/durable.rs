@@ -137,7 +137,8 @@ impl DurableChat {
         event: &super::record::Event,
     ) -> Result<(), CallError> {
         let fence = Fence::State(TaskState::Running);
-        match self.tasks.journal.commit(record, event, fence).await.map_err(unavailable)? {
+        let events = std::slice::from_ref(event);
+        match self.tasks.journal.commit(record, events, fence).await.map_err(unavailable)? {
             true => Ok(()),
             false => Err(CallError::new(
                 ErrorKind::Conflict,

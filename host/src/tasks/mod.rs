@@ -388,7 +388,7 @@ impl Tasks {
             serde_json::json!({"action": kind, "by": caller.caller(), "from": before.as_str()});
         let event = next_event(&mut record, kind, None, None, Some(detail));
         let committed = (self.journal)
-            .commit(&record, &event, Fence::State(before))
+            .commit(&record, std::slice::from_ref(&event), Fence::State(before))
             .await
             .map_err(unavailable)?;
         if !committed {

@@ -288,10 +288,10 @@ pub struct Event {
     pub seq: u64,
     /// When (ms since the epoch).
     pub at_ms: u64,
-    /// What happened: `submitted`, `stage_started`, `stage_succeeded`, `stage_failed`,
-    /// `stage_skipped`, `compensating`, `compensation_started`, `compensation_succeeded`,
-    /// `compensation_failed`, `paused`, `resumed`, `retried`, `aborted`, `taken_over`, or
-    /// the name of a final state.
+    /// What happened: `submitted`, `started`, `stage_started`, `stage_succeeded`,
+    /// `stage_failed`, `stage_skipped`, `compensating`, `compensation_started`,
+    /// `compensation_succeeded`, `compensation_failed`, `paused`, `resumed`, `retried`,
+    /// `aborted`, `taken_over`, or the name of a final state.
     pub kind: String,
     /// The task's state after it.
     pub state: TaskState,

@@ -1,6 +1,8 @@
 //! One replica running one task it holds the lease of: stages in order (a group's stages
 //! at once), retries with backoff, the failure policy, and compensation in reverse order.
-//! Each transition is committed, fenced by the lease, before the next step acts on it.
+//! Each transition is committed, fenced by the lease, before the next step acts on it. A
+//! transition whose next step is only another commit (a task's start, a lone stage's
+//! success) rides in that commit, so a sequential task costs one commit a stage, not two.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,9 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::journal::Fence;
-use super::record::{CompensationRecord, Failure, StageState, TaskRecord, TaskState, now_ms};
+use super::record::{
+    CompensationRecord, Event, Failure, StageState, TaskRecord, TaskState, now_ms,
+};
 use super::spec::{Call, FailurePolicy, Ref, Stage, TaskSpec};
 use super::{Tasks, next_event};
 use crate::error::{CallError, ErrorKind};
@@ -30,11 +34,19 @@ pub(super) struct Run {
     /// Set once a commit failed: the record in memory is then ahead of the journal, and no
     /// stage of a group still running may commit it.
     stopped: std::sync::atomic::AtomicBool,
+    /// Events made but not yet journaled: the next commit writes them first, in the same
+    /// transaction. Touched only under the `record` lock, as the record they describe.
+    deferred: std::sync::Mutex<Vec<Event>>,
 }
 
 impl Run {
     pub(super) fn new(tasks: Arc<Tasks>, record: TaskRecord) -> Self {
-        Self { tasks, record: Mutex::new(record), stopped: Default::default() }
+        Self {
+            tasks,
+            record: Mutex::new(record),
+            stopped: Default::default(),
+            deferred: Default::default(),
+        }
     }
 
     /// Run until the task settles or this replica must stop.
@@ -67,7 +79,7 @@ impl Run {
             }
             if record.state == TaskState::Pending {
                 record.state = TaskState::Running;
-                self.commit(&mut record, "started", None, None, None).await?;
+                self.defer(next_event(&mut record, "started", None, None, None));
             }
         }
         loop {
@@ -102,7 +114,10 @@ impl Run {
                     })
                     .collect()
             };
-            let outcomes = join_all(pending.iter().map(|stage| self.stage(stage))).await;
+            // A lone stage's success is followed by nothing but the next commit (the next
+            // stage's start or the task's end); a group's stages are not, while siblings run.
+            let lone = pending.len() == 1;
+            let outcomes = join_all(pending.iter().map(|stage| self.stage(stage, lone))).await;
             let mut critical = None;
             for (stage, outcome) in pending.iter().zip(outcomes) {
                 let Some(failure) = outcome? else { continue };
@@ -146,8 +161,9 @@ impl Run {
         }
     }
 
-    /// Run one stage to its result or its final failure (`Some`), retrying as it says.
-    async fn stage(&self, stage: &Stage) -> Result<Option<Failure>, Stop> {
+    /// Run one stage to its result or its final failure (`Some`), retrying as it says; a
+    /// success is left to ride in the next commit when `defer_success`.
+    async fn stage(&self, stage: &Stage, defer_success: bool) -> Result<Option<Failure>, Stop> {
         let began = Instant::now();
         loop {
             let (args, attempt, key) = {
@@ -178,15 +194,16 @@ impl Run {
                     entry.error = None;
                     entry.finished_ms = Some(now);
                     entry.completed = Some(completed as u32 + 1);
-                    let detail = json!({"result": result});
-                    self.commit(
-                        &mut record,
-                        "stage_succeeded",
-                        Some(&stage.name),
-                        Some(attempt),
-                        Some(detail),
-                    )
-                    .await?;
+                    let (name, detail) =
+                        (Some(stage.name.as_str()), Some(json!({"result": result})));
+                    if defer_success {
+                        let event =
+                            next_event(&mut record, "stage_succeeded", name, Some(attempt), detail);
+                        self.defer(event);
+                    } else {
+                        self.commit(&mut record, "stage_succeeded", name, Some(attempt), detail)
+                            .await?;
+                    }
                     self.tasks.invoker.metrics().tasks().stage_done(began.elapsed().as_secs_f64());
                     return Ok(None);
                 }
@@ -416,7 +433,13 @@ impl Run {
         metered.outcome
     }
 
-    /// Commit the next event, fenced by this replica's lease.
+    /// Leave `event` to the next [`Run::commit`]: only for a transition the run does
+    /// nothing outside the journal after, but commit again.
+    fn defer(&self, event: Event) {
+        self.deferred.lock().expect("deferred events lock").push(event);
+    }
+
+    /// Commit the deferred events and the next one, fenced by this replica's lease.
     async fn commit(
         &self,
         record: &mut TaskRecord,
@@ -429,9 +452,10 @@ impl Run {
         if self.stopped.load(Ordering::Acquire) {
             return Err(Stop);
         }
-        let event = next_event(record, kind, stage, attempt, detail);
+        let mut events = std::mem::take(&mut *self.deferred.lock().expect("deferred events lock"));
+        events.push(next_event(record, kind, stage, attempt, detail));
         let fence = Fence::Lease(&self.tasks.owner);
-        let committed = self.tasks.journal.commit(record, &event, fence).await;
+        let committed = self.tasks.journal.commit(record, &events, fence).await;
         self.tasks.progress.notify_waiters();
         if !matches!(committed, Ok(true)) {
             self.stopped.store(true, Ordering::Release);

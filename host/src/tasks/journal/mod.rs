@@ -93,13 +93,14 @@ pub trait Journal: Send + Sync {
         owner: Option<(&str, Duration)>,
     ) -> Result<bool, JournalError>;
 
-    /// Commit `event` and the task as it is after it, if `fence` holds; Ok(false) when it
-    /// does not (another replica took the task, or an operator's action lost a race). A
-    /// task that is no longer runnable is released.
+    /// Commit `events` (one or more, in order) and the task as it is after them, all or
+    /// nothing, if `fence` holds; Ok(false) when it does not (another replica took the
+    /// task, or an operator's action lost a race). A task that is no longer runnable is
+    /// released.
     async fn commit(
         &self,
         task: &TaskRecord,
-        event: &Event,
+        events: &[Event],
         fence: Fence<'_>,
     ) -> Result<bool, JournalError>;
 

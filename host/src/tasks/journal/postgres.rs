@@ -233,10 +233,13 @@ impl Journal for Postgres {
     async fn commit(
         &self,
         task: &TaskRecord,
-        event: &Event,
+        events: &[Event],
         fence: Fence<'_>,
     ) -> Result<bool, JournalError> {
-        let (record, event_text) = (encode(task), encode(event));
+        let record = encode(task);
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        let ats: Vec<i64> = events.iter().map(|e| e.at_ms as i64).collect();
+        let texts: Vec<String> = events.iter().map(encode).collect();
         let (owner, expected) = match fence {
             Fence::Lease(owner) => (Some(owner.to_string()), None),
             Fence::State(state) => (None, Some(state.as_str())),
@@ -250,7 +253,9 @@ impl Journal for Postgres {
                    AND ($6::text IS NULL OR lease_owner = $6)
                    AND ($7::text IS NULL OR (state = $7 AND lease_owner IS NULL))
                  RETURNING id)
-             INSERT INTO autoglm_task_events (task_id, seq, at_ms, event) SELECT id, $8, $9, $10 FROM t";
+             INSERT INTO autoglm_task_events (task_id, seq, at_ms, event)
+                 SELECT t.id, e.seq, e.at_ms, e.event
+                 FROM t, unnest($8::bigint[], $9::bigint[], $10::text[]) AS e(seq, at_ms, event)";
         let inserted = self
             .with_unique(async |c| {
                 c.execute(
@@ -263,16 +268,16 @@ impl Journal for Postgres {
                         &keep,
                         &owner,
                         &expected,
-                        &(event.seq as i64),
-                        &(event.at_ms as i64),
-                        &event_text,
+                        &seqs,
+                        &ats,
+                        &texts,
                     ],
                 )
                 .await
             })
             .await?;
         // None: an event of that number is journaled already, another writer was first.
-        Ok(inserted == Some(1))
+        Ok(inserted == Some(events.len() as u64))
     }
 
     async fn load(&self, id: &str) -> Result<Option<TaskRecord>, JournalError> {

@@ -228,12 +228,13 @@ impl Journal for Sqlite {
     async fn commit(
         &self,
         task: &TaskRecord,
-        event: &Event,
+        events: &[Event],
         fence: Fence<'_>,
     ) -> Result<bool, JournalError> {
-        let (record, event_text) = (encode(task), encode(event));
+        let record = encode(task);
+        let events: Vec<_> =
+            events.iter().map(|e| (e.seq as i64, e.at_ms as i64, encode(e))).collect();
         let (id, state, updated) = (task.id.clone(), task.state.as_str(), task.updated_ms as i64);
-        let (seq, at) = (event.seq as i64, event.at_ms as i64);
         let runnable = task.state.is_runnable();
         let (owner, expected) = match fence {
             Fence::Lease(owner) => (Some(owner.to_string()), None),
@@ -254,10 +255,12 @@ impl Journal for Sqlite {
             if changed == 0 {
                 return Ok(false);
             }
-            c.execute(
+            let mut insert = c.prepare_cached(
                 "INSERT INTO task_events (task_id, seq, at_ms, event) VALUES (?1, ?2, ?3, ?4)",
-                params![id, seq, at, event_text],
             )?;
+            for (seq, at, event) in &events {
+                insert.execute(params![id, seq, at, event])?;
+            }
             Ok(true)
         });
         // An event of that number is journaled already: another writer got there first.
